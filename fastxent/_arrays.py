@@ -1,0 +1,129 @@
+"""Argument checks and the row view every kernel reads.
+
+`as_rows` turns an array and the axes to reduce into the (n_outer, n_inner,
+n_cols) row layout of src_c/fastxent.h without copying whenever the reduced
+elements of a row are contiguous and the rows fold into at most two strided
+levels (C-contiguous input, `x[:, :-1, :]`, negative row strides, read-only
+arrays, memmaps).  Any other layout is copied once to C order.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # numpy < 1.25
+    from numpy import AxisError
+
+SUPPORTED = (np.dtype(np.float32), np.dtype(np.float64))
+SUPPORTED_NAMES = "float32, float64"
+
+
+def float_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """The kernel dtype for an input dtype: float32/float64 as is, integers and bool -> float64."""
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    if dtype.kind == "c":
+        raise TypeError(f"`{name}` is complex ({dtype}); fastxent handles real input only "
+                        f"(supported dtypes: {SUPPORTED_NAMES})")
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return np.dtype(np.float32 if dtype.itemsize == 4 else np.float64)
+    raise TypeError(f"`{name}` has dtype {dtype}; supported dtypes are {SUPPORTED_NAMES} "
+                    "(integers and bool are converted to float64)")
+
+
+def as_float_array(x, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+    """`x` as an ndarray of a supported float dtype (no copy when it already is one)."""
+    a = np.asarray(x)
+    want = float_dtype(a.dtype, name) if dtype is None else dtype
+    if a.dtype != want:  # also turns non-native byte order into native
+        a = a.astype(want)
+    return a
+
+
+def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """Sorted, unique, non-negative axes; None means all."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        axes = []
+        for ax in axis:
+            axes.append(_one_axis(ax, ndim, name))
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"`{name}` contains a repeated axis: {tuple(axis)}")
+        return tuple(sorted(axes))
+    return (_one_axis(axis, ndim, name),)
+
+
+def _one_axis(ax, ndim: int, name: str) -> int:
+    try:
+        ax = operator.index(ax)
+    except TypeError:
+        raise TypeError(f"`{name}` must be an integer, a tuple of integers or None, got {ax!r}") from None
+    if not -ndim <= ax < ndim:
+        raise AxisError(ax, ndim)
+    return ax % ndim
+
+
+def as_rows(a: np.ndarray, axes: tuple[int, ...]):
+    """Row view of `a` reducing over `axes`.
+
+    Returns ``(base, layout, batch_shape, n_cols)``: `base` is the array whose
+    first element is row 0's first element (kept alive by the caller while the
+    kernel runs), `layout` is the tuple the Cython layer wants, `batch_shape`
+    the shape of the non-reduced axes in their order.
+    """
+    nd = a.ndim
+    keep = [i for i in range(nd) if i not in axes]
+    y = a.transpose(keep + list(axes)) if list(keep) + list(axes) != list(range(nd)) else a
+    batch_shape = y.shape[: len(keep)]
+    n_cols = 1
+    for ax in axes:
+        n_cols *= a.shape[ax]
+    if len(axes) != 1:
+        y = y.reshape(batch_shape + (n_cols,))  # a view when possible, else a copy
+    layout = _layout(y)
+    if layout is None:
+        y = np.ascontiguousarray(y)
+        layout = _layout(y)
+    return y, layout, batch_shape, n_cols
+
+
+def _layout(y: np.ndarray):
+    """(n_outer, n_inner, n_cols, s_outer, s_inner, 1) of a (..., n_cols) array, or None."""
+    item = y.itemsize
+    if not y.flags.aligned:
+        return None
+    n_cols = y.shape[-1]
+    if n_cols > 1 and y.strides[-1] != item:
+        return None
+    dims = []
+    for n, s in zip(y.shape[:-1], y.strides[:-1]):
+        if n == 1:
+            continue
+        if s % item:
+            return None
+        s //= item
+        if dims and dims[-1][1] == s * n:
+            dims[-1] = (dims[-1][0] * n, s)  # merge with the outer neighbour
+        else:
+            dims.append((n, s))
+    if any(n == 0 for n in y.shape[:-1]):
+        dims = [(0, 0)]
+    if len(dims) > 2:
+        return None
+    while len(dims) < 2:
+        dims.insert(0, (1, 0))
+    (n_outer, s_outer), (n_inner, s_inner) = dims
+    return (n_outer, n_inner, n_cols, s_outer, s_inner, 1)
+
+
+def strided_layout(b: np.ndarray):
+    """Layout of a broadcast (..., n_cols) float64 array with any element strides (for `b`)."""
+    item = b.itemsize
+    if b.ndim != 2 or any(s % item for s in b.strides):
+        raise ValueError("internal: strided_layout wants a 2-d array with element strides")
+    n_rows, n_cols = b.shape
+    return (1, n_rows, n_cols, 0, b.strides[0] // item, b.strides[1] // item)

@@ -1,0 +1,174 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin layer over the C kernels of src_c/: arrays -> pointers, GIL released.
+
+Callers (fastxent/*.py) have validated every argument; the checks here only
+guard the C calls against a misuse of this private module (wrong dtype or a
+too-small output), raising instead of reading or writing out of bounds.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+cdef extern from "fastxent.h" nogil:
+    ctypedef struct fx_rows:
+        const void *data
+        int64_t n_outer
+        int64_t n_inner
+        int64_t n_cols
+        Py_ssize_t s_outer
+        Py_ssize_t s_inner
+        Py_ssize_t s_col
+
+    int fx_isa_compiled(int isa)
+    int fx_isa_supported(int isa)
+    int fx_isa_select(int cap)
+    int fx_isa_current()
+    const char *fx_isa_name(int isa)
+    int fx_openmp_enabled()
+    int fx_omp_max_threads()
+    int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
+                             int64_t ignore_index, int64_t *n_counted)
+    void fx_lse_float32(const fx_rows *x, double *out, int n_threads)
+    void fx_lse_float64(const fx_rows *x, double *out, int n_threads)
+    void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads)
+    void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads)
+    void fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                         double *loss, int n_threads)
+    void fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                         double *loss, int n_threads)
+    void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
+                          double *out, double *sign, int n_threads)
+    void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
+                          double *out, double *sign, int n_threads)
+
+ISA_COUNT = 3
+
+
+def isa_name(int isa):
+    return fx_isa_name(isa).decode()
+
+
+def isa_compiled(int isa):
+    return bool(fx_isa_compiled(isa))
+
+
+def isa_supported(int isa):
+    return bool(fx_isa_supported(isa))
+
+
+def isa_select(int cap):
+    return fx_isa_select(cap)
+
+
+def isa_current():
+    return fx_isa_current()
+
+
+def openmp_enabled():
+    return bool(fx_openmp_enabled())
+
+
+def omp_max_threads():
+    return fx_omp_max_threads()
+
+
+cdef fx_rows _rows(cnp.ndarray a, tuple layout) except *:
+    """layout = (n_outer, n_inner, n_cols, s_outer, s_inner, s_col), strides in elements."""
+    cdef fx_rows r
+    r.data = cnp.PyArray_DATA(a)
+    r.n_outer, r.n_inner, r.n_cols, r.s_outer, r.s_inner, r.s_col = layout
+    if r.n_outer < 0 or r.n_inner < 0 or r.n_cols < 0:
+        raise ValueError("negative size in layout")
+    return r
+
+
+cdef inline int64_t _nrows(const fx_rows *r) noexcept nogil:
+    return r.n_outer * r.n_inner
+
+
+cdef _need(cnp.ndarray a, dtype, Py_ssize_t n, str name):
+    if a.dtype != dtype or not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.size < n:
+        raise ValueError(f"internal: {name} must be a contiguous {dtype} array of >= {n} elements")
+
+
+def check_targets(cnp.ndarray target, int64_t n_cols, int64_t ignore_index):
+    """(first bad position or -1, count of non-ignored targets before it / in all)"""
+    _need(target, "int64", target.size, "target")
+    cdef int64_t counted = 0, bad
+    cdef const int64_t *t = <const int64_t *>cnp.PyArray_DATA(target)
+    cdef int64_t n = target.size
+    with nogil:
+        bad = fx_check_targets(t, n, n_cols, ignore_index, &counted)
+    return bad, counted
+
+
+def lse(cnp.ndarray x, tuple layout, cnp.ndarray out, int n_threads):
+    cdef fx_rows r = _rows(x, layout)
+    _need(out, "float64", _nrows(&r), "out")
+    cdef double *o = <double *>cnp.PyArray_DATA(out)
+    if x.dtype == "float32":
+        with nogil:
+            fx_lse_float32(&r, o, n_threads)
+    elif x.dtype == "float64":
+        with nogil:
+            fx_lse_float64(&r, o, n_threads)
+    else:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+def softmax(cnp.ndarray x, tuple layout, cnp.ndarray out, bint log, int n_threads):
+    cdef fx_rows r = _rows(x, layout)
+    _need(out, x.dtype, _nrows(&r) * r.n_cols, "out")
+    cdef void *o = cnp.PyArray_DATA(out)
+    if x.dtype == "float32":
+        with nogil:
+            fx_softmax_float32(&r, <float *>o, log, n_threads)
+    elif x.dtype == "float64":
+        with nogil:
+            fx_softmax_float64(&r, <double *>o, log, n_threads)
+    else:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+def xent(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index,
+         cnp.ndarray loss, int n_threads):
+    """Per-row losses; targets must have passed check_targets."""
+    cdef fx_rows r = _rows(x, layout)
+    _need(target, "int64", _nrows(&r), "target")
+    _need(loss, "float64", _nrows(&r), "loss")
+    cdef const int64_t *t = <const int64_t *>cnp.PyArray_DATA(target)
+    cdef double *o = <double *>cnp.PyArray_DATA(loss)
+    cdef int64_t counted = 0, bad
+    with nogil:
+        bad = fx_check_targets(t, _nrows(&r), r.n_cols, ignore_index, &counted)
+    if bad >= 0:
+        raise IndexError(f"internal: target {bad} out of range")
+    if x.dtype == "float32":
+        with nogil:
+            fx_xent_float32(&r, t, ignore_index, o, n_threads)
+    elif x.dtype == "float64":
+        with nogil:
+            fx_xent_float64(&r, t, ignore_index, o, n_threads)
+    else:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+def lse_b(cnp.ndarray x, tuple layout, cnp.ndarray b, tuple b_layout, bint return_sign,
+          cnp.ndarray out, cnp.ndarray sign, int n_threads):
+    cdef fx_rows r = _rows(x, layout)
+    cdef fx_rows rb = _rows(b, b_layout)
+    if b.dtype != "float64" or rb.n_outer != r.n_outer or rb.n_inner != r.n_inner or rb.n_cols != r.n_cols:
+        raise ValueError("internal: b must be float64 with the layout of x")
+    _need(out, "float64", _nrows(&r), "out")
+    _need(sign, "float64", _nrows(&r), "sign")
+    cdef double *o = <double *>cnp.PyArray_DATA(out)
+    cdef double *s = <double *>cnp.PyArray_DATA(sign)
+    if x.dtype == "float32":
+        with nogil:
+            fx_lse_b_float32(&r, &rb, return_sign, o, s, n_threads)
+    elif x.dtype == "float64":
+        with nogil:
+            fx_lse_b_float64(&r, &rb, return_sign, o, s, n_threads)
+    else:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")

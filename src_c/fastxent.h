@@ -1,0 +1,68 @@
+/* fastxent.h -- every C kernel of fastxent, one line each.
+ *
+ * Data layout shared by all kernels: a batch of rows of `n_cols` elements.
+ * Row r = o * n_inner + i (0 <= o < n_outer, 0 <= i < n_inner) starts at
+ *   data + o * s_outer + i * s_inner            (strides in ELEMENTS, may be negative)
+ * and its elements are contiguous (column stride 1) for logits; only the `b`
+ * operand of fx_lse_b_* uses `s_col`.  Two row levels cover C-contiguous arrays
+ * and the usual causal shift logits[:, :-1, :] without a copy.
+ *
+ * Per-row results are written to dense arrays indexed by r.  Kernels never
+ * allocate per element; totals are reduced by the caller in double, in a fixed
+ * order, so results do not depend on the number of threads.
+ */
+#ifndef FASTXENT_H
+#define FASTXENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const void *data;      /* address of element [0, 0, 0] */
+    int64_t n_outer;       /* rows = n_outer * n_inner */
+    int64_t n_inner;
+    int64_t n_cols;        /* classes per row */
+    ptrdiff_t s_outer;     /* stride between outer rows, in elements */
+    ptrdiff_t s_inner;     /* stride between inner rows, in elements */
+    ptrdiff_t s_col;       /* stride between columns (1 for logits; 0 or 1 for a broadcast b) */
+} fx_rows;
+
+/* ---- configuration ------------------------------------------------------ */
+enum { FX_ISA_BASELINE = 0, FX_ISA_AVX2 = 1, FX_ISA_AVX512 = 2, FX_ISA_COUNT = 3 };
+int  fx_isa_compiled(int isa);      /* 1 if this build contains the `isa` variant */
+int  fx_isa_supported(int isa);     /* 1 if compiled and the running CPU can execute it */
+int  fx_isa_select(int cap);        /* use the best supported ISA <= cap; returns it */
+int  fx_isa_current(void);          /* the ISA the kernels run now */
+const char *fx_isa_name(int isa);   /* "baseline", "avx2", "avx512" */
+int  fx_openmp_enabled(void);       /* 1 when built with OpenMP */
+int  fx_omp_max_threads(void);      /* omp_get_max_threads(), 1 without OpenMP */
+
+/* ---- validation --------------------------------------------------------- */
+/* First r with target[r] neither ignore_index nor in [0, n_cols), or -1; counts the rest. */
+int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
+                         int64_t ignore_index, int64_t *n_counted);
+
+/* ---- kernels, one per dtype (float32, float64) ---------------------------- */
+/* out[r] = log(sum_j exp(x[r, j])) in double; -inf for empty or all -inf rows, NaN if any NaN. */
+void fx_lse_float32(const fx_rows *x, double *out, int n_threads);
+void fx_lse_float64(const fx_rows *x, double *out, int n_threads);
+
+/* out[r, j] = softmax (log_softmax when `log`) of row r; `out` is dense rows x n_cols. */
+void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads);
+void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads);
+
+/* loss[r] = lse(row r) - x[r, target[r]] in double, 0 where target[r] == ignore_index.
+ * Targets must have been checked with fx_check_targets. */
+void fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                     double *loss, int n_threads);
+void fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                     double *loss, int n_threads);
+
+/* SciPy's logsumexp with weights: out[r] = log|sum_j b[r,j] exp(x[r,j])|, sign[r] its sign;
+ * without return_sign a negative sum gives NaN.  b is double with any strides (incl. 0). */
+void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
+                      double *out, double *sign, int n_threads);
+void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
+                      double *out, double *sign, int n_threads);
+
+#endif

@@ -1,0 +1,60 @@
+/* fx_common.h -- small helpers shared by every kernel instantiation (no ISA code). */
+#ifndef FX_COMMON_H
+#define FX_COMMON_H
+
+#include <math.h>
+#include <stdint.h>
+#include "fastxent.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Log-sum-exp state of a run of elements: m = max (NaN ignored), s = sum exp(x - m),
+ * nan = some element was NaN.  Blocks are reduced to states and states are
+ * combined left to right, so a row's result depends only on its values. */
+typedef struct {
+    double m;
+    double s;
+    int nan;
+} fx_state;
+
+#define FX_BLOCK 2048 /* elements per block: a block is re-read from L1 for the exp pass */
+
+static inline fx_state fx_state_combine(fx_state a, fx_state b)
+{
+    fx_state r;
+    r.nan = a.nan | b.nan;
+    if (b.m == -INFINITY) { r.m = a.m; r.s = a.s; return r; }
+    if (a.m == -INFINITY) { r.m = b.m; r.s = b.s; return r; }
+    if (a.m == INFINITY || b.m == INFINITY) { r.m = INFINITY; r.s = 1.0; return r; }
+    if (a.m >= b.m) { r.m = a.m; r.s = a.s + b.s * exp(b.m - a.m); }
+    else            { r.m = b.m; r.s = a.s * exp(a.m - b.m) + b.s; }
+    return r;
+}
+
+/* log-sum-exp of a state: NaN if any NaN, +-inf passes through, else m + log(s) */
+static inline double fx_state_lse(fx_state st)
+{
+    if (st.nan) return NAN;
+    if (st.m == INFINITY || st.m == -INFINITY) return st.m;
+    return st.m + log(st.s);
+}
+
+/* element offset of row r */
+static inline ptrdiff_t fx_row_offset(const fx_rows *x, int64_t r)
+{
+    int64_t o = r / x->n_inner;
+    int64_t i = r - o * x->n_inner;
+    return (ptrdiff_t)(o * x->s_outer + i * x->s_inner);
+}
+
+/* threads worth starting for `rows` rows of `cols` elements (1 = stay serial) */
+static inline int fx_threads_for(int64_t rows, int64_t cols, int n_threads)
+{
+    if (n_threads <= 1 || rows < 2) return 1;
+    if (rows * (cols > 0 ? cols : 1) < 32768) return 1;
+    return (int64_t)n_threads > rows ? (int)rows : n_threads;
+}
+
+#endif

@@ -1,0 +1,129 @@
+/* fx_kernels.c -- instantiates the vector kernels once per ISA and dispatches.
+ *
+ * The build has no -march flag: the baseline variant runs on any CPU of the
+ * target architecture, and on x86-64 the AVX2+FMA and AVX-512 variants are
+ * compiled with `#pragma GCC target` and chosen at run time from cpuid. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastxent.h"
+#include "fx_common.h"
+#include "fx_simd.h"
+
+FX_INLINE fx_v16sf fx_load_v16sf(const float *p) { fx_v16sf v; memcpy(&v, p, sizeof v); return v; }
+FX_INLINE fx_v8df fx_load_v8df(const double *p) { fx_v8df v; memcpy(&v, p, sizeof v); return v; }
+
+/* add the 16 float lanes of e, widened, to the double accumulators a0 (lanes 0-7), a1 (8-15) */
+#define FX_ACC_V16SF(a0, a1, e) do {                                   \
+        fx_v8sf lo_, hi_;                                              \
+        memcpy(&lo_, &(e), sizeof lo_);                                \
+        memcpy(&hi_, (const char *)&(e) + sizeof lo_, sizeof hi_);     \
+        (a0) += __builtin_convertvector(lo_, fx_v8df);                 \
+        (a1) += __builtin_convertvector(hi_, fx_v8df);                 \
+    } while (0)
+#define FX_ACC_V8DF(a0, a1, e) do { (a0) += (e); (void)(a1); } while (0)
+
+#define FX_ISA baseline
+#include "fx_isa_body.inc"
+#undef FX_ISA
+
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(FASTXENT_BASELINE_ONLY)
+#define FX_X86 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define FX_ISA avx2
+#include "fx_isa_body.inc"
+#undef FX_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
+#endif
+#define FX_ISA avx512
+#include "fx_isa_body.inc"
+#undef FX_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else
+#define FX_X86 0
+#endif
+
+/* ---- dispatch ------------------------------------------------------------ */
+typedef struct {
+    void (*lse_float32)(const fx_rows *, double *, int);
+    void (*lse_float64)(const fx_rows *, double *, int);
+    void (*softmax_float32)(const fx_rows *, float *, int, int);
+    void (*softmax_float64)(const fx_rows *, double *, int, int);
+    void (*xent_float32)(const fx_rows *, const int64_t *, int64_t, double *, int);
+    void (*xent_float64)(const fx_rows *, const int64_t *, int64_t, double *, int);
+} fx_table;
+
+#define FX_TABLE(isa) {                                          \
+        lse_float32_##isa, lse_float64_##isa,                    \
+        softmax_float32_##isa, softmax_float64_##isa,            \
+        xent_float32_##isa, xent_float64_##isa }
+
+static const fx_table fx_tables[FX_ISA_COUNT] = {
+    FX_TABLE(baseline),
+#if FX_X86
+    FX_TABLE(avx2),
+    FX_TABLE(avx512),
+#endif
+};
+static const char *const fx_isa_names[FX_ISA_COUNT] = {"baseline", "avx2", "avx512"};
+static int fx_isa = FX_ISA_BASELINE;
+
+int fx_isa_compiled(int isa)
+{
+    if (isa == FX_ISA_BASELINE) return 1;
+    return FX_X86 && (isa == FX_ISA_AVX2 || isa == FX_ISA_AVX512);
+}
+
+int fx_isa_supported(int isa)
+{
+    if (!fx_isa_compiled(isa)) return 0;
+#if FX_X86 && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (isa == FX_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == FX_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == FX_ISA_BASELINE;
+}
+
+int fx_isa_select(int cap)
+{
+    int best = FX_ISA_BASELINE;
+    for (int isa = FX_ISA_BASELINE; isa < FX_ISA_COUNT && isa <= cap; isa++)
+        if (fx_isa_supported(isa)) best = isa;
+    fx_isa = best;
+    return best;
+}
+
+int fx_isa_current(void) { return fx_isa; }
+
+const char *fx_isa_name(int isa)
+{
+    return isa >= 0 && isa < FX_ISA_COUNT ? fx_isa_names[isa] : "unknown";
+}
+
+void fx_lse_float32(const fx_rows *x, double *out, int nt) { fx_tables[fx_isa].lse_float32(x, out, nt); }
+void fx_lse_float64(const fx_rows *x, double *out, int nt) { fx_tables[fx_isa].lse_float64(x, out, nt); }
+void fx_softmax_float32(const fx_rows *x, float *out, int lg, int nt) { fx_tables[fx_isa].softmax_float32(x, out, lg, nt); }
+void fx_softmax_float64(const fx_rows *x, double *out, int lg, int nt) { fx_tables[fx_isa].softmax_float64(x, out, lg, nt); }
+void fx_xent_float32(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt) { fx_tables[fx_isa].xent_float32(x, t, ig, loss, nt); }
+void fx_xent_float64(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt) { fx_tables[fx_isa].xent_float64(x, t, ig, loss, nt); }
