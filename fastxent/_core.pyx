@@ -37,6 +37,24 @@ cdef extern from "fastxent.h" nogil:
                          double *loss, int n_threads)
     void fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                          double *loss, int n_threads)
+    ctypedef struct fx_xent_opts:
+        const int64_t *target
+        const void *prob
+        fx_rows prob_rows
+        const void *weight
+        int64_t ignore_index
+        double smoothing
+        double z_loss
+        double softcap
+        void *grad
+        fx_rows grad_rows
+        double grad_scale
+        double zgrad_scale
+
+    void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                            int n_threads)
+    void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                            int n_threads)
     void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
                           double *out, double *sign, int n_threads)
     void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
@@ -170,5 +188,67 @@ def lse_b(cnp.ndarray x, tuple layout, cnp.ndarray b, tuple b_layout, bint retur
     elif x.dtype == "float64":
         with nogil:
             fx_lse_b_float64(&r, &rb, return_sign, o, s, n_threads)
+    else:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight,
+            int64_t ignore_index, double smoothing, double z_loss, double softcap,
+            grad, tuple grad_layout, double grad_scale, double zgrad_scale,
+            cnp.ndarray loss, zloss, int n_threads):
+    """Full cross-entropy; the caller has validated shapes, ranges and aliasing."""
+    cdef fx_rows r = _rows(x, layout)
+    cdef fx_xent_opts o
+    cdef int64_t rows = _nrows(&r), counted = 0, bad
+    _need(loss, "float64", rows, "loss")
+    o.target = NULL
+    o.prob = NULL
+    o.weight = NULL
+    o.grad = NULL
+    o.prob_rows = r
+    o.grad_rows = r
+    if target is not None:
+        _need(target, "int64", rows, "target")
+        o.target = <const int64_t *>cnp.PyArray_DATA(target)
+        with nogil:
+            bad = fx_check_targets(o.target, rows, r.n_cols, ignore_index, &counted)
+        if bad >= 0:
+            raise IndexError(f"internal: target {bad} out of range")
+    elif prob is not None:
+        if prob.dtype != x.dtype:
+            raise ValueError("internal: prob must have the logits' dtype")
+        o.prob_rows = _rows(prob, prob_layout)
+        if _nrows(&o.prob_rows) != rows or o.prob_rows.n_cols != r.n_cols:
+            raise ValueError("internal: prob layout does not match")
+        o.prob = cnp.PyArray_DATA(prob)
+    else:
+        raise ValueError("internal: target or prob needed")
+    if weight is not None:
+        _need(weight, x.dtype, r.n_cols, "weight")
+        o.weight = cnp.PyArray_DATA(weight)
+    if grad is not None:
+        if grad.dtype != x.dtype or not grad.flags.writeable:
+            raise ValueError("internal: grad must be writable with the logits' dtype")
+        o.grad_rows = _rows(grad, grad_layout)
+        if _nrows(&o.grad_rows) != rows or o.grad_rows.n_cols != r.n_cols:
+            raise ValueError("internal: grad layout does not match")
+        o.grad = cnp.PyArray_DATA(grad)
+    o.ignore_index = ignore_index
+    o.smoothing = smoothing
+    o.z_loss = z_loss
+    o.softcap = softcap
+    o.grad_scale = grad_scale
+    o.zgrad_scale = zgrad_scale
+    cdef double *zl = NULL
+    if zloss is not None:
+        _need(zloss, "float64", rows, "zloss")
+        zl = <double *>cnp.PyArray_DATA(zloss)
+    cdef double *lo = <double *>cnp.PyArray_DATA(loss)
+    if x.dtype == "float32":
+        with nogil:
+            fx_xent_ex_float32(&r, &o, lo, zl, n_threads)
+    elif x.dtype == "float64":
+        with nogil:
+            fx_xent_ex_float64(&r, &o, lo, zl, n_threads)
     else:
         raise TypeError(f"internal: unsupported dtype {x.dtype}")

@@ -65,30 +65,122 @@ def _nll(logits, target, axis, ignore_index, n_threads):
     return loss.reshape(batch), t64.reshape(batch), counted, x.dtype
 
 
-def cross_entropy(logits, target, *, axis=-1, ignore_index=-100, reduction="mean", n_threads=None):
-    r"""Cross-entropy loss between logits and integer class targets.
+def _check_scalar(value, name: str, lo: float, hi: float = np.inf, lo_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}") from None
+    if not np.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):
+        rng = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        raise ValueError(f"`{name}` must be a finite number in {rng}, got {value!r}")
+    return v
 
-    The meaning of every argument is that of
-    :func:`torch.nn.functional.cross_entropy` with class-index targets:
-    ``loss[i] = logsumexp(logits[i, :]) - logits[i, target[i]]``.
+
+def _check_weight(weight, n_cols: int, dt: np.dtype):
+    if weight is None:
+        return None
+    w = np.asarray(weight)
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"`weight` must be a real array, got dtype {w.dtype}")
+    if w.shape != (n_cols,):
+        raise ValueError(f"`weight` must have shape ({n_cols},) (one weight per class), got {w.shape}")
+    w = np.ascontiguousarray(w, dtype=dt)
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        bad = int(np.argmax(~np.isfinite(w) | (w < 0)))
+        raise ValueError(f"`weight` must be finite and >= 0; weight[{bad}] = {w[bad]}")
+    return w
+
+
+def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
+    """Check `grad_out` and return it with its row layout (no copy is ever made)."""
+    from ._arrays import _layout
+
+    if not isinstance(grad_out, np.ndarray):
+        raise TypeError(f"`grad_out` must be a NumPy array, got {type(grad_out).__name__}")
+    if grad_out.shape != x.shape:
+        raise ValueError(f"`grad_out` has shape {grad_out.shape}, `logits` has shape {x.shape}")
+    if grad_out.dtype != x.dtype:
+        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}, `logits` has dtype {x.dtype}")
+    if not grad_out.flags.writeable:
+        raise ValueError("`grad_out` is read-only")
+    g = np.moveaxis(grad_out, ax, -1)
+    layout = _layout(g)
+    if layout is None:
+        raise ValueError("`grad_out` must have a contiguous class axis and rows that fold into at most "
+                         "two strided levels (a C-contiguous array of the logits' shape always works)")
+    for name, arr in sources:
+        if arr is None or not np.shares_memory(grad_out, arr):
+            continue
+        exact = (name == "logits" and arr.__array_interface__["data"][0] == grad_out.__array_interface__["data"][0]
+                 and arr.strides == grad_out.strides)
+        if not exact:
+            raise ValueError(f"`grad_out` overlaps `{name}`; it may only be the logits array itself "
+                             "(in-place) or memory of its own")
+    return g, layout
+
+
+def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_z_loss=False,
+                  return_grad=False, grad_out=None, n_threads=None):
+    r"""Cross-entropy loss between logits and class targets, with its gradient.
+
+    Every option means what it means in :func:`torch.nn.functional.cross_entropy`
+    (`weight`, `ignore_index`, `reduction`, `label_smoothing`, probability
+    targets) and in Liger-Kernel (`z_loss` = ``lse_square_scale``, `softcap`,
+    `return_z_loss`, in-place gradient).  Per position, with
+    ``lse = logsumexp(x)`` over the classes::
+
+        loss = (1 - eps) * w[t] * (lse - x[t]) + eps / C * sum_c w[c] * (lse - x[c])
+               + z_loss * lse**2
 
     Parameters
     ----------
     logits : array_like of float32 or float64
         Unnormalised scores, classes along `axis`, e.g. of shape
         (tokens, vocab) or (batch, seq, vocab).
-    target : array_like of int
-        Class indices (any integer dtype) with the shape of `logits` without
-        `axis`; values in ``[0, n_classes)`` or `ignore_index`.
+    target : array_like
+        Either class indices (any integer dtype) with the shape of `logits`
+        without `axis` -- values in ``[0, C)`` or `ignore_index` -- or, as a
+        floating array with the shape of `logits`, a distribution over the
+        classes per position (PyTorch's "class probabilities").
     axis : int, optional
         The class axis (default: last).
+    weight : array_like, optional
+        Per-class weights of shape (C,), finite and >= 0.  A position's loss is
+        scaled by the weight of its target class, and ``"mean"`` divides by the
+        sum of the weights of the counted targets (PyTorch).  With
+        probability targets each class term is scaled by its weight and
+        ``"mean"`` divides by the number of positions (PyTorch).
     ignore_index : int, optional
-        Target value whose positions contribute nothing (default -100).
+        Target value whose positions contribute nothing to loss, z-loss or
+        gradient (default -100).  Not used with probability targets.
     reduction : {"mean", "sum", "none"}, optional
-        ``"none"``: the per-position losses (0 at ignored positions);
-        ``"sum"``: their total; ``"mean"``: the total divided by the number
-        of positions whose target is not `ignore_index` (NaN when there is
-        none, as in PyTorch).
+        ``"none"``: per-position losses (0 at ignored positions); ``"sum"``;
+        ``"mean"``: as described under `weight`.  When every position is
+        ignored, ``"mean"`` is NaN, as in PyTorch.
+    label_smoothing : float, optional
+        ``eps`` in [0, 1]: the target becomes ``(1 - eps) * onehot + eps / C``
+        (PyTorch's definition, weights included; for probability targets
+        ``(1 - eps) * p + eps / C``).
+    z_loss : float, optional
+        Coefficient (>= 0) of the PaLM auxiliary loss ``z_loss * lse**2``
+        added per counted position (Liger's ``lse_square_scale``).  Under
+        ``"mean"`` its total is divided by the number of counted positions
+        (unweighted, as Liger does).
+    softcap : float, optional
+        If given (> 0), logits are replaced by ``softcap * tanh(x / softcap)``
+        before anything else (Gemma-2), without materialising them.
+    return_z_loss : bool, optional
+        Also return the z-loss part on its own (reduced like the loss).
+    return_grad : bool, optional
+        Also return ``d(loss)/d(logits)`` for the chosen reduction (for
+        ``"none"``: of the sum of the per-position losses), computed in the
+        same kernel call.
+    grad_out : ndarray, optional
+        Where to write the gradient (requires `return_grad`): an array of the
+        logits' shape and dtype with a contiguous class axis.  It may be the
+        `logits` array itself, which is then overwritten in place (as Liger
+        does); the numbers are the same as with a separate buffer.
     n_threads : int, optional
         Threads to use (None: `get_num_threads`; -1: all CPUs).
 
@@ -96,29 +188,43 @@ def cross_entropy(logits, target, *, axis=-1, ignore_index=-100, reduction="mean
     -------
     loss : ndarray or scalar
         float32 for float32 logits, float64 for float64.  Totals are summed
-        in double in a fixed order (the same for any `n_threads`) and
-        rounded once; "sum" and "mean" give a NumPy scalar.
+        in double in a fixed order (the same for any `n_threads`) and rounded
+        once; ``"sum"`` and ``"mean"`` give a NumPy scalar.
+    z : ndarray or scalar
+        The z-loss part, when `return_z_loss` is True.
+    grad : ndarray
+        The gradient, when `return_grad` is True (`grad_out` when given).
+        The result is ``(loss, grad)``, ``(loss, z)`` or ``(loss, z, grad)``.
 
     Raises
     ------
     TypeError
-        If `logits` is not float32/float64, or `target` is not integer.
+        If `logits` is not float32/float64; `target` is neither integer nor
+        floating; a float `target` does not have the logits' shape; or
+        `grad_out` has the wrong dtype.
     ValueError
-        If the shapes do not match, or `reduction` is unknown.
+        If the shapes do not match, `reduction` is unknown, `weight` has the
+        wrong shape or negative/NaN entries, `label_smoothing` is outside
+        [0, 1], `z_loss` < 0, `softcap` <= 0, or `grad_out` has the wrong
+        shape or layout, is read-only, or overlaps an input other than as
+        the logits themselves.
     IndexError
-        If a target is out of range (the message names the first bad
-        position and value).
+        If a class index is out of range (the first bad position and value
+        are named).
     numpy.exceptions.AxisError
         If `axis` is out of range.
 
     Notes
     -----
-    Each row's log-sum-exp is computed stably in one read of the row (see
-    `logsumexp`); the loss is formed as ``(max - logits[target]) +
-    log(sum(exp(x - max)))`` so that a target of probability near 1 keeps
-    full relative precision.  ``log_softmax`` is never materialised: the only
-    temporary is one double per position.  A ``-inf`` logit at the target
-    gives ``+inf``; a row of only ``-inf`` or holding a NaN gives NaN.
+    Each row is read once for the loss (blocked max and ``exp`` passes from
+    L1, see `logsumexp`) and, with `return_grad`, once more to write the
+    gradient ``softmax(x) * K - coef`` in place of the row; the target term
+    ``p_t - 1`` is computed as ``expm1(-loss_t)`` so it keeps its precision
+    when the target's probability is near 1.  No ``rows x classes``
+    temporary is created.  A class whose coefficient (weight x target
+    probability) is 0 contributes 0 even when its logit is ``-inf`` (PyTorch
+    gives NaN there).  With `softcap` the gradient includes the chain factor
+    ``1 - tanh(x / softcap)**2``.
 
     Examples
     --------
@@ -129,17 +235,96 @@ def cross_entropy(logits, target, *, axis=-1, ignore_index=-100, reduction="mean
     array([0.23954106, 1.09861229])
     >>> float(cross_entropy(logits, np.array([0, -100])))  # doctest: +ELLIPSIS
     0.2395410...
+    >>> loss, grad = cross_entropy(logits, np.array([0, 2]), label_smoothing=0.1, return_grad=True)
+    >>> grad.shape
+    (2, 3)
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', got {reduction!r}")
-    loss, _, counted, dt = _nll(logits, target, axis, ignore_index, n_threads)
+    eps = _check_scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zc = _check_scalar(z_loss, "z_loss", 0.0)
+    cap = 0.0 if softcap is None else _check_scalar(softcap, "softcap", 0.0, lo_open=True)
+    if grad_out is not None and not return_grad:
+        raise ValueError("`grad_out` is given but `return_grad` is False")
+    t_arr = np.asarray(target)
+    plain = (weight is None and eps == 0.0 and zc == 0.0 and cap == 0.0 and not return_grad
+             and not return_z_loss and t_arr.dtype.kind in "iu")
+    if plain:
+        loss, _, counted, dt = _nll(logits, t_arr, axis, ignore_index, n_threads)
+        return _reduce(loss, None, reduction, counted, counted, dt)[0]
+
+    nt = resolve_n_threads(n_threads)
+    try:
+        ignore_index = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
+    x = _check_logits(logits)
+    (ax,) = normalize_axes(axis, x.ndim)
+    n_cols = x.shape[ax]
+    w = _check_weight(weight, n_cols, x.dtype)
+    base, layout, batch, _ = as_rows(x, (ax,))
+    rows = layout[0] * layout[1]
+
+    t64 = prob = None
+    prob_layout = layout
+    if t_arr.dtype.kind in "iu":
+        t64, counted = _check_target(t_arr, x, ax, ignore_index)
+        mask = t64 != ignore_index
+        denom = float(np.sum(w[t64[mask]], dtype=np.float64)) if w is not None else float(counted)
+    elif t_arr.dtype.kind == "f":
+        if t_arr.shape != x.shape:
+            raise TypeError(f"`target` of dtype {t_arr.dtype} is read as class probabilities and must "
+                            f"have the shape of `logits` {x.shape}, got {t_arr.shape}; class indices "
+                            "must be integers")
+        prob, prob_layout, _, _ = as_rows(np.asarray(t_arr, dtype=x.dtype), (ax,))
+        counted = rows
+        denom = float(rows)
+    else:
+        raise TypeError(f"`target` must hold integer class indices or floating class probabilities, "
+                        f"got dtype {t_arr.dtype}")
+
+    grad = grad_layout = None
+    if return_grad:
+        if grad_out is not None:
+            grad, grad_layout = _grad_layout(grad_out, x, ax, [("logits", x), ("target", t_arr), ("weight", w)])
+        else:
+            grad = np.empty(batch + (n_cols,), dtype=x.dtype)
+            grad_layout = (1, rows, n_cols, 0, n_cols, 1)
+    if reduction == "mean":
+        gscale = 1.0 / denom if denom else 0.0
+        zscale = 1.0 / counted if counted else 0.0
+    else:
+        gscale = zscale = 1.0
+
+    loss = np.empty(rows, dtype=np.float64)
+    zl = np.empty(rows, dtype=np.float64) if (zc > 0.0 or return_z_loss) else None
+    if rows:
+        _core.xent_ex(base, layout, t64, prob, prob_layout, w, ignore_index, eps, zc, cap,
+                      grad, grad_layout, gscale, zscale, loss, zl, nt)
+    elif zl is not None:
+        zl[:] = 0.0
+    out = _reduce(loss.reshape(batch), None if zl is None else zl.reshape(batch),
+                  reduction, denom, counted, x.dtype)
+    res = [out[0]]
+    if return_z_loss:
+        res.append(out[1])
+    if return_grad:
+        res.append(grad_out if grad_out is not None else np.moveaxis(grad.reshape(batch + (n_cols,)), -1, ax))
+    return res[0] if len(res) == 1 else tuple(res)
+
+
+def _reduce(loss, zl, reduction, denom, counted, dt):
+    """(loss [+ z], z) reduced; `denom` divides the loss part, `counted` the z part under "mean"."""
     if reduction == "none":
-        return loss.astype(dt, copy=False)
-    total = np.sum(loss, dtype=np.float64)
-    if reduction == "sum":
-        return dt.type(total)
+        total = loss if zl is None else loss + zl
+        return total.astype(dt, copy=False), (None if zl is None else zl.astype(dt, copy=False))
+    s = np.sum(loss, dtype=np.float64)
+    z = 0.0 if zl is None else np.sum(zl, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return dt.type(total / np.float64(counted))
+        if reduction == "mean":
+            s = s / np.float64(denom)
+            z = z / np.float64(counted) if zl is not None else 0.0
+    return dt.type(s + z), dt.type(z)
 
 
 def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False, n_threads=None):

@@ -58,6 +58,33 @@ void fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_ind
 void fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                      double *loss, int n_threads);
 
+/* Options of the full cross-entropy kernel (PyTorch's and Liger's meaning):
+ * loss[r] = g (lse - x'[t]) + sum_c coef_c (lse - x'_c), with x' = softcap * tanh(x / softcap)
+ * (or x), g = (1 - eps) w[t] for class-index targets (0 for probability targets) and
+ * coef_c = w_c (eps / n_cols + (1 - eps) q_c) (q = probability target, 0 without).
+ * zloss[r] = z_loss * lse^2.  Terms with a zero coefficient contribute 0. */
+typedef struct {
+    const int64_t *target;  /* class-index targets (checked), or NULL with `prob` */
+    const void *prob;       /* probability targets in the logits' dtype, laid out as prob_rows */
+    fx_rows prob_rows;
+    const void *weight;     /* n_cols class weights in the compute dtype, or NULL (all 1) */
+    int64_t ignore_index;
+    double smoothing;       /* label smoothing in [0, 1] */
+    double z_loss;          /* >= 0 */
+    double softcap;         /* > 0 to cap the logits; 0 = off */
+    void *grad;             /* d total / d logits, written in the logits' dtype (grad_rows), or NULL */
+    fx_rows grad_rows;
+    double grad_scale;      /* d total / d loss[r] */
+    double zgrad_scale;     /* d total / d zloss[r] */
+} fx_xent_opts;
+
+/* Full cross-entropy (weights, smoothing, probability targets, z-loss, softcap) and
+ * its gradient in one call; the gradient may be written over the logits themselves. */
+void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                        int n_threads);
+void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                        int n_threads);
+
 /* SciPy's logsumexp with weights: out[r] = log|sum_j b[r,j] exp(x[r,j])|, sign[r] its sign;
  * without return_sign a negative sum gives NaN.  b is double with any strides (incl. 0). */
 void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,

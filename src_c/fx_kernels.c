@@ -11,22 +11,11 @@
 #include "fx_common.h"
 #include "fx_simd.h"
 
-FX_INLINE fx_v16sf fx_load_v16sf(const float *p) { fx_v16sf v; memcpy(&v, p, sizeof v); return v; }
-FX_INLINE fx_v8df fx_load_v8df(const double *p) { fx_v8df v; memcpy(&v, p, sizeof v); return v; }
-
-/* add the 16 float lanes of e, widened, to the double accumulators a0 (lanes 0-7), a1 (8-15) */
-#define FX_ACC_V16SF(a0, a1, e) do {                                   \
-        fx_v8sf lo_, hi_;                                              \
-        memcpy(&lo_, &(e), sizeof lo_);                                \
-        memcpy(&hi_, (const char *)&(e) + sizeof lo_, sizeof hi_);     \
-        (a0) += __builtin_convertvector(lo_, fx_v8df);                 \
-        (a1) += __builtin_convertvector(hi_, fx_v8df);                 \
-    } while (0)
-#define FX_ACC_V8DF(a0, a1, e) do { (a0) += (e); (void)(a1); } while (0)
-
 #define FX_ISA baseline
+#define FX_VBYTES 16
 #include "fx_isa_body.inc"
 #undef FX_ISA
+#undef FX_VBYTES
 
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(FASTXENT_BASELINE_ONLY)
 #define FX_X86 1
@@ -37,8 +26,10 @@ FX_INLINE fx_v8df fx_load_v8df(const double *p) { fx_v8df v; memcpy(&v, p, sizeo
 #pragma GCC target("avx2,fma")
 #endif
 #define FX_ISA avx2
+#define FX_VBYTES 32
 #include "fx_isa_body.inc"
 #undef FX_ISA
+#undef FX_VBYTES
 #if defined(__clang__)
 #pragma clang attribute pop
 #pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
@@ -48,8 +39,10 @@ FX_INLINE fx_v8df fx_load_v8df(const double *p) { fx_v8df v; memcpy(&v, p, sizeo
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
 #endif
 #define FX_ISA avx512
+#define FX_VBYTES 64
 #include "fx_isa_body.inc"
 #undef FX_ISA
+#undef FX_VBYTES
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -67,12 +60,15 @@ typedef struct {
     void (*softmax_float64)(const fx_rows *, double *, int, int);
     void (*xent_float32)(const fx_rows *, const int64_t *, int64_t, double *, int);
     void (*xent_float64)(const fx_rows *, const int64_t *, int64_t, double *, int);
+    void (*xent_ex_float32)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
+    void (*xent_ex_float64)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
 } fx_table;
 
 #define FX_TABLE(isa) {                                          \
         lse_float32_##isa, lse_float64_##isa,                    \
         softmax_float32_##isa, softmax_float64_##isa,            \
-        xent_float32_##isa, xent_float64_##isa }
+        xent_float32_##isa, xent_float64_##isa,                  \
+        xent_ex_float32_##isa, xent_ex_float64_##isa }
 
 static const fx_table fx_tables[FX_ISA_COUNT] = {
     FX_TABLE(baseline),
@@ -127,3 +123,5 @@ void fx_softmax_float32(const fx_rows *x, float *out, int lg, int nt) { fx_table
 void fx_softmax_float64(const fx_rows *x, double *out, int lg, int nt) { fx_tables[fx_isa].softmax_float64(x, out, lg, nt); }
 void fx_xent_float32(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt) { fx_tables[fx_isa].xent_float32(x, t, ig, loss, nt); }
 void fx_xent_float64(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt) { fx_tables[fx_isa].xent_float64(x, t, ig, loss, nt); }
+void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss, int nt) { fx_tables[fx_isa].xent_ex_float32(x, o, loss, zloss, nt); }
+void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss, int nt) { fx_tables[fx_isa].xent_ex_float64(x, o, loss, zloss, nt); }

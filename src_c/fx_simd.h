@@ -1,10 +1,10 @@
 /* fx_simd.h -- portable SIMD vocabulary for the kernels.
  *
- * Kernels are written once with GCC/Clang vector extensions (fixed 64-byte
- * vectors: 16 floats or 8 doubles).  The same source is compiled once per
- * instruction set (see fx_kernels.c), and the compiler lowers each 64-byte
- * operation to 4 SSE2, 2 AVX2 or 1 AVX-512 instruction(s).  The order of every
- * sum is fixed by the 16/8 lanes, not by the hardware vector width.
+ * Kernels are written once with GCC/Clang vector extensions over vectors of
+ * FX_VBYTES bytes, and the same source is compiled once per instruction set
+ * (fx_kernels.c): 16 bytes for the SSE2 baseline, 32 for AVX2, 64 for AVX-512.
+ * Within one ISA the order of every sum is fixed by the lanes, so results do
+ * not depend on the number of threads; ISAs may differ in the last bits.
  */
 #ifndef FX_SIMD_H
 #define FX_SIMD_H
@@ -17,14 +17,13 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FX_HAVE_VEC 1
-typedef float    fx_v16sf __attribute__((vector_size(64)));
-typedef int32_t  fx_v16si __attribute__((vector_size(64)));
-typedef uint32_t fx_v16su __attribute__((vector_size(64)));
-typedef float    fx_v8sf  __attribute__((vector_size(32)));
-typedef double   fx_v8df  __attribute__((vector_size(64)));
-typedef int64_t  fx_v8di  __attribute__((vector_size(64)));
-typedef uint64_t fx_v8du  __attribute__((vector_size(64)));
 #define FX_INLINE static inline __attribute__((always_inline))
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define FX_X86_INTRIN 1
+#else
+#define FX_X86_INTRIN 0
+#endif
 #else
 #error "fastxent's kernels need GCC or Clang vector extensions"
 #endif
