@@ -55,6 +55,8 @@ cdef extern from "fastxent.h" nogil:
                             int n_threads)
     void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                             int n_threads)
+    void fx_vexp_float32(const float *x, float *out, int64_t n, int neg)
+    void fx_vexp_float64(const double *x, double *out, int64_t n, int neg)
     void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
                           double *out, double *sign, int n_threads)
     void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
@@ -250,5 +252,22 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     elif x.dtype == "float64":
         with nogil:
             fx_xent_ex_float64(&r, &o, lo, zl, n_threads)
+    else:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+def vexp(cnp.ndarray x, cnp.ndarray out, bint neg):
+    """Test hook: the kernels' own exp over a contiguous float32/float64 array."""
+    _need(x, x.dtype, x.size, "x")
+    _need(out, x.dtype, x.size, "out")
+    cdef int64_t n = x.size
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *op = cnp.PyArray_DATA(out)
+    if x.dtype == "float32":
+        with nogil:
+            fx_vexp_float32(<const float *>xp, <float *>op, n, neg)
+    elif x.dtype == "float64":
+        with nogil:
+            fx_vexp_float64(<const double *>xp, <double *>op, n, neg)
     else:
         raise TypeError(f"internal: unsupported dtype {x.dtype}")

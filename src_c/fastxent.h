@@ -92,4 +92,8 @@ void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
 void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
                       double *out, double *sign, int n_threads);
 
+/* Test hook: out[i] = the kernels' exp(x[i]); neg selects the x <= 0 form used after the max shift. */
+void fx_vexp_float32(const float *x, float *out, int64_t n, int neg);
+void fx_vexp_float64(const double *x, double *out, int64_t n, int neg);
+
 #endif

@@ -62,13 +62,16 @@ typedef struct {
     void (*xent_float64)(const fx_rows *, const int64_t *, int64_t, double *, int);
     void (*xent_ex_float32)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
     void (*xent_ex_float64)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
+    void (*vexp_float32)(const float *, float *, int64_t, int);
+    void (*vexp_float64)(const double *, double *, int64_t, int);
 } fx_table;
 
 #define FX_TABLE(isa) {                                          \
         lse_float32_##isa, lse_float64_##isa,                    \
         softmax_float32_##isa, softmax_float64_##isa,            \
         xent_float32_##isa, xent_float64_##isa,                  \
-        xent_ex_float32_##isa, xent_ex_float64_##isa }
+        xent_ex_float32_##isa, xent_ex_float64_##isa,            \
+        vexp_float32_##isa, vexp_float64_##isa }
 
 static const fx_table fx_tables[FX_ISA_COUNT] = {
     FX_TABLE(baseline),
@@ -125,3 +128,5 @@ void fx_xent_float32(const fx_rows *x, const int64_t *t, int64_t ig, double *los
 void fx_xent_float64(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt) { fx_tables[fx_isa].xent_float64(x, t, ig, loss, nt); }
 void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss, int nt) { fx_tables[fx_isa].xent_ex_float32(x, o, loss, zloss, nt); }
 void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss, int nt) { fx_tables[fx_isa].xent_ex_float64(x, o, loss, zloss, nt); }
+void fx_vexp_float32(const float *x, float *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float32(x, out, n, neg); }
+void fx_vexp_float64(const double *x, double *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float64(x, out, n, neg); }
