@@ -17,28 +17,44 @@ try:
 except ImportError:  # numpy < 1.25
     from numpy import AxisError
 
-SUPPORTED = (np.dtype(np.float32), np.dtype(np.float64))
-SUPPORTED_NAMES = "float32, float64"
+SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
-def float_dtype(dtype: np.dtype, name: str) -> np.dtype:
-    """The kernel dtype for an input dtype: float32/float64 as is, integers and bool -> float64."""
-    if dtype.kind in "iub":
-        return np.dtype(np.float64)
+def is_bfloat16(dtype: np.dtype) -> bool:
+    """The ml_dtypes bfloat16 dtype, recognised without importing ml_dtypes."""
+    return dtype.name == "bfloat16" and dtype.itemsize == 2
+
+
+def float_dtype(dtype: np.dtype, name: str, promote_int: bool = True) -> np.dtype:
+    """The dtype the kernels read for an input dtype.
+
+    float32/float64/float16/bfloat16 as they are (native byte order); integers and
+    bool -> float64 when `promote_int`; anything else is a TypeError naming `name`.
+    """
+    if dtype.kind in "iub" and promote_int:
+        return _F64
     if dtype.kind == "c":
         raise TypeError(f"`{name}` is complex ({dtype}); fastxent handles real input only "
                         f"(supported dtypes: {SUPPORTED_NAMES})")
-    if dtype.kind == "f" and dtype.itemsize in (4, 8):
-        return np.dtype(np.float32 if dtype.itemsize == 4 else np.float64)
-    raise TypeError(f"`{name}` has dtype {dtype}; supported dtypes are {SUPPORTED_NAMES} "
-                    "(integers and bool are converted to float64)")
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        return np.dtype({2: np.float16, 4: np.float32, 8: np.float64}[dtype.itemsize])
+    if is_bfloat16(dtype):
+        return dtype
+    extra = " (integers and bool are converted to float64)" if promote_int else ""
+    raise TypeError(f"`{name}` has dtype {dtype}; supported dtypes are {SUPPORTED_NAMES}{extra}")
+
+
+def result_dtype(kernel_dtype: np.dtype) -> np.dtype:
+    """Per-position results: float64 for float64 input, float32 for everything else."""
+    return _F64 if kernel_dtype == _F64 else _F32
 
 
 def as_float_array(x, name: str, dtype: np.dtype | None = None) -> np.ndarray:
-    """`x` as an ndarray of a supported float dtype (no copy when it already is one)."""
+    """`x` as an ndarray of a supported dtype (no copy when it already is one)."""
     a = np.asarray(x)
     want = float_dtype(a.dtype, name) if dtype is None else dtype
-    if a.dtype != want:  # also turns non-native byte order into native
+    if a.dtype != want or not a.dtype.isnative:
         a = a.astype(want)
     return a
 

@@ -31,6 +31,14 @@ cdef extern from "fastxent.h" nogil:
                              int64_t ignore_index, int64_t *n_counted)
     void fx_lse_float32(const fx_rows *x, double *out, int n_threads)
     void fx_lse_float64(const fx_rows *x, double *out, int n_threads)
+    void fx_lse_float16(const fx_rows *x, double *out, int n_threads)
+    void fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads)
+    void fx_softmax_float16(const fx_rows *x, float *out, int log, int n_threads)
+    void fx_softmax_bfloat16(const fx_rows *x, float *out, int log, int n_threads)
+    void fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                         double *loss, int n_threads)
+    void fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                          double *loss, int n_threads)
     void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads)
     void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads)
     void fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
@@ -55,6 +63,10 @@ cdef extern from "fastxent.h" nogil:
                             int n_threads)
     void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                             int n_threads)
+    void fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                            int n_threads)
+    void fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                             int n_threads)
     void fx_vexp_float32(const float *x, float *out, int64_t n, int neg)
     void fx_vexp_float64(const double *x, double *out, int64_t n, int neg)
     void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
@@ -93,6 +105,25 @@ def omp_max_threads():
     return fx_omp_max_threads()
 
 
+cdef int _code(cnp.ndarray x) except -1:
+    """0 float32, 1 float64, 2 float16, 3 bfloat16 (ml_dtypes), recognised by name."""
+    name = x.dtype.name
+    if name == "float32":
+        return 0
+    if name == "float64":
+        return 1
+    if name == "float16":
+        return 2
+    if name == "bfloat16" and x.dtype.itemsize == 2:
+        return 3
+    raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+def compute_dtype(dtype):
+    """The dtype kernels compute in and write per-position results in."""
+    return "float64" if dtype == "float64" else "float32"
+
+
 cdef fx_rows _rows(cnp.ndarray a, tuple layout) except *:
     """layout = (n_outer, n_inner, n_cols, s_outer, s_inner, s_col), strides in elements."""
     cdef fx_rows r
@@ -125,30 +156,34 @@ def check_targets(cnp.ndarray target, int64_t n_cols, int64_t ignore_index):
 
 def lse(cnp.ndarray x, tuple layout, cnp.ndarray out, int n_threads):
     cdef fx_rows r = _rows(x, layout)
+    cdef int code = _code(x)
     _need(out, "float64", _nrows(&r), "out")
     cdef double *o = <double *>cnp.PyArray_DATA(out)
-    if x.dtype == "float32":
-        with nogil:
+    with nogil:
+        if code == 0:
             fx_lse_float32(&r, o, n_threads)
-    elif x.dtype == "float64":
-        with nogil:
+        elif code == 1:
             fx_lse_float64(&r, o, n_threads)
-    else:
-        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+        elif code == 2:
+            fx_lse_float16(&r, o, n_threads)
+        else:
+            fx_lse_bfloat16(&r, o, n_threads)
 
 
 def softmax(cnp.ndarray x, tuple layout, cnp.ndarray out, bint log, int n_threads):
     cdef fx_rows r = _rows(x, layout)
-    _need(out, x.dtype, _nrows(&r) * r.n_cols, "out")
+    cdef int code = _code(x)
+    _need(out, compute_dtype(x.dtype.name), _nrows(&r) * r.n_cols, "out")
     cdef void *o = cnp.PyArray_DATA(out)
-    if x.dtype == "float32":
-        with nogil:
+    with nogil:
+        if code == 0:
             fx_softmax_float32(&r, <float *>o, log, n_threads)
-    elif x.dtype == "float64":
-        with nogil:
+        elif code == 1:
             fx_softmax_float64(&r, <double *>o, log, n_threads)
-    else:
-        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+        elif code == 2:
+            fx_softmax_float16(&r, <float *>o, log, n_threads)
+        else:
+            fx_softmax_bfloat16(&r, <float *>o, log, n_threads)
 
 
 def xent(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index,
@@ -164,14 +199,16 @@ def xent(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index,
         bad = fx_check_targets(t, _nrows(&r), r.n_cols, ignore_index, &counted)
     if bad >= 0:
         raise IndexError(f"internal: target {bad} out of range")
-    if x.dtype == "float32":
-        with nogil:
+    cdef int code = _code(x)
+    with nogil:
+        if code == 0:
             fx_xent_float32(&r, t, ignore_index, o, n_threads)
-    elif x.dtype == "float64":
-        with nogil:
+        elif code == 1:
             fx_xent_float64(&r, t, ignore_index, o, n_threads)
-    else:
-        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+        elif code == 2:
+            fx_xent_float16(&r, t, ignore_index, o, n_threads)
+        else:
+            fx_xent_bfloat16(&r, t, ignore_index, o, n_threads)
 
 
 def lse_b(cnp.ndarray x, tuple layout, cnp.ndarray b, tuple b_layout, bint return_sign,
@@ -217,7 +254,7 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
         if bad >= 0:
             raise IndexError(f"internal: target {bad} out of range")
     elif prob is not None:
-        if prob.dtype != x.dtype:
+        if prob.dtype != compute_dtype(x.dtype.name):
             raise ValueError("internal: prob must have the logits' dtype")
         o.prob_rows = _rows(prob, prob_layout)
         if _nrows(&o.prob_rows) != rows or o.prob_rows.n_cols != r.n_cols:
@@ -226,11 +263,11 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     else:
         raise ValueError("internal: target or prob needed")
     if weight is not None:
-        _need(weight, x.dtype, r.n_cols, "weight")
+        _need(weight, compute_dtype(x.dtype.name), r.n_cols, "weight")
         o.weight = cnp.PyArray_DATA(weight)
     if grad is not None:
-        if grad.dtype != x.dtype or not grad.flags.writeable:
-            raise ValueError("internal: grad must be writable with the logits' dtype")
+        if grad.dtype != compute_dtype(x.dtype.name) or not grad.flags.writeable:
+            raise ValueError("internal: grad must be writable in the compute dtype")
         o.grad_rows = _rows(grad, grad_layout)
         if _nrows(&o.grad_rows) != rows or o.grad_rows.n_cols != r.n_cols:
             raise ValueError("internal: grad layout does not match")
@@ -246,14 +283,16 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
         _need(zloss, "float64", rows, "zloss")
         zl = <double *>cnp.PyArray_DATA(zloss)
     cdef double *lo = <double *>cnp.PyArray_DATA(loss)
-    if x.dtype == "float32":
-        with nogil:
+    cdef int code = _code(x)
+    with nogil:
+        if code == 0:
             fx_xent_ex_float32(&r, &o, lo, zl, n_threads)
-    elif x.dtype == "float64":
-        with nogil:
+        elif code == 1:
             fx_xent_ex_float64(&r, &o, lo, zl, n_threads)
-    else:
-        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+        elif code == 2:
+            fx_xent_ex_float16(&r, &o, lo, zl, n_threads)
+        else:
+            fx_xent_ex_bfloat16(&r, &o, lo, zl, n_threads)
 
 
 def vexp(cnp.ndarray x, cnp.ndarray out, bint neg):

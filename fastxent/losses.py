@@ -6,7 +6,7 @@ import operator
 import numpy as np
 
 from . import _core
-from ._arrays import SUPPORTED_NAMES, as_rows, normalize_axes
+from ._arrays import as_rows, float_dtype, normalize_axes, result_dtype
 from ._config import resolve_n_threads
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -14,12 +14,9 @@ REDUCTIONS = ("none", "sum", "mean")
 
 def _check_logits(logits) -> np.ndarray:
     x = np.asarray(logits)
-    if x.dtype.kind == "c":
-        raise TypeError(f"`logits` is complex ({x.dtype}); supported dtypes are {SUPPORTED_NAMES}")
-    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
-        raise TypeError(f"`logits` has dtype {x.dtype}; supported dtypes are {SUPPORTED_NAMES}")
-    if not x.dtype.isnative:
-        x = x.astype(x.dtype.newbyteorder("="))
+    kdt = float_dtype(x.dtype, "logits", promote_int=False)
+    if x.dtype != kdt or not x.dtype.isnative:
+        x = x.astype(kdt)
     return x
 
 
@@ -62,7 +59,7 @@ def _nll(logits, target, axis, ignore_index, n_threads):
     loss = np.empty(t64.size, dtype=np.float64)
     if t64.size:
         _core.xent(base, layout, t64, ignore_index, loss, nt)
-    return loss.reshape(batch), t64.reshape(batch), counted, x.dtype
+    return loss.reshape(batch), t64.reshape(batch), counted, result_dtype(x.dtype)
 
 
 def _check_scalar(value, name: str, lo: float, hi: float = np.inf, lo_open: bool = False) -> float:
@@ -99,8 +96,9 @@ def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
         raise TypeError(f"`grad_out` must be a NumPy array, got {type(grad_out).__name__}")
     if grad_out.shape != x.shape:
         raise ValueError(f"`grad_out` has shape {grad_out.shape}, `logits` has shape {x.shape}")
-    if grad_out.dtype != x.dtype:
-        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}, `logits` has dtype {x.dtype}")
+    want = result_dtype(x.dtype)
+    if grad_out.dtype != want:
+        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient of {x.dtype} logits is {want}")
     if not grad_out.flags.writeable:
         raise ValueError("`grad_out` is read-only")
     g = np.moveaxis(grad_out, ax, -1)
@@ -261,7 +259,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     x = _check_logits(logits)
     (ax,) = normalize_axes(axis, x.ndim)
     n_cols = x.shape[ax]
-    w = _check_weight(weight, n_cols, x.dtype)
+    rdt = result_dtype(x.dtype)
+    w = _check_weight(weight, n_cols, rdt)
     base, layout, batch, _ = as_rows(x, (ax,))
     rows = layout[0] * layout[1]
 
@@ -276,7 +275,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
             raise TypeError(f"`target` of dtype {t_arr.dtype} is read as class probabilities and must "
                             f"have the shape of `logits` {x.shape}, got {t_arr.shape}; class indices "
                             "must be integers")
-        prob, prob_layout, _, _ = as_rows(np.asarray(t_arr, dtype=x.dtype), (ax,))
+        prob, prob_layout, _, _ = as_rows(np.asarray(t_arr, dtype=rdt), (ax,))
         counted = rows
         denom = float(rows)
     else:
@@ -288,7 +287,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
         if grad_out is not None:
             grad, grad_layout = _grad_layout(grad_out, x, ax, [("logits", x), ("target", t_arr), ("weight", w)])
         else:
-            grad = np.empty(batch + (n_cols,), dtype=x.dtype)
+            grad = np.empty(batch + (n_cols,), dtype=rdt)
             grad_layout = (1, rows, n_cols, 0, n_cols, 1)
     if reduction == "mean":
         gscale = 1.0 / denom if denom else 0.0
@@ -304,7 +303,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     elif zl is not None:
         zl[:] = 0.0
     out = _reduce(loss.reshape(batch), None if zl is None else zl.reshape(batch),
-                  reduction, denom, counted, x.dtype)
+                  reduction, denom, counted, rdt)
     res = [out[0]]
     if return_z_loss:
         res.append(out[1])
@@ -316,8 +315,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
 def _reduce(loss, zl, reduction, denom, counted, dt):
     """(loss [+ z], z) reduced; `denom` divides the loss part, `counted` the z part under "mean"."""
     if reduction == "none":
-        total = loss if zl is None else loss + zl
-        return total.astype(dt, copy=False), (None if zl is None else zl.astype(dt, copy=False))
+        total = (loss if zl is None else loss + zl).astype(dt, copy=False)
+        z = None if zl is None else zl.astype(dt, copy=False)
+        if total.ndim == 0:  # 1-d logits: one position, returned as a NumPy scalar
+            return total[()], (None if z is None else z[()])
+        return total, z
     s = np.sum(loss, dtype=np.float64)
     z = 0.0 if zl is None else np.sum(zl, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._arrays import as_float_array, as_rows, float_dtype, normalize_axes, strided_layout
+from ._arrays import as_float_array, as_rows, float_dtype, normalize_axes, result_dtype, strided_layout
 from ._config import resolve_n_threads
 
 
@@ -17,7 +17,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     Parameters
     ----------
     a : array_like
-        Input array.  Integer and bool input is converted to float64.
+        Input array: float32, float64, float16 or bfloat16 (ml_dtypes);
+        integer and bool input is converted to float64.
     axis : None or int or tuple of ints, optional
         Axis or axes over which the sum is taken.  By default all elements
         are summed.
@@ -36,7 +37,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     -------
     res : ndarray or scalar
         ``log(sum(b * exp(a)))`` (its absolute value's log with
-        `return_sign`).  float32 input gives float32, anything else float64;
+        `return_sign`).  float64 input gives float64, float32/float16/bfloat16 give
+        float32, integers and bool float64;
         a 0-d result is returned as a NumPy scalar.  An empty reduction gives
         ``-inf``.
     sgn : ndarray or scalar
@@ -75,18 +77,21 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     """
     nt = resolve_n_threads(n_threads)
     a = np.asarray(a)
-    float_dtype(a.dtype, "a")
+    kdt = float_dtype(a.dtype, "a")
     if b is not None:
+        b_in = b
         b = np.asarray(b)
         float_dtype(b.dtype, "b")
-        dt = float_dtype(np.result_type(a.dtype, b.dtype), "a")
+        # promote a and b together as SciPy does (NumPy rules: a Python number is weak,
+        # so float32 a with b=2.0 stays float32, with an int64 array b becomes float64)
+        both = float_dtype(np.result_type(a, b_in if np.ndim(b_in) == 0 and not isinstance(b_in, np.generic) else b), "b")
+        kdt = np.dtype(np.float64) if both == np.float64 else np.dtype(np.float32)
         try:
             a, b = np.broadcast_arrays(a, b)
         except ValueError:
             raise ValueError(f"`b` with shape {b.shape} does not broadcast against `a` with shape {a.shape}") from None
-    else:
-        dt = float_dtype(a.dtype, "a")
-    a = as_float_array(np.atleast_1d(a), "a", dt)
+    dt = result_dtype(kdt)
+    a = as_float_array(np.atleast_1d(a), "a", kdt)
     axes = normalize_axes(axis, a.ndim)
     kept_shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
 
@@ -134,11 +139,12 @@ def _softmax(x, axis, log: bool, n_threads):
     x = np.asarray(x)
     scalar = x.ndim == 0
     x = as_float_array(np.atleast_1d(x), "x")
+    dt = result_dtype(x.dtype)
     axes = normalize_axes(axis, x.ndim)
     if x.size == 0:
-        return np.empty(x.shape, dtype=x.dtype)
+        return np.empty(x.shape, dtype=dt)
     base, layout, batch, n_cols = as_rows(x, axes)
-    out = np.empty(batch + (n_cols,), dtype=x.dtype)
+    out = np.empty(batch + (n_cols,), dtype=dt)
     _core.softmax(base, layout, out, log, nt)
     keep = [i for i in range(x.ndim) if i not in axes]
     perm = keep + list(axes)
@@ -157,7 +163,8 @@ def softmax(x, axis=None, *, n_threads=None):
     Parameters
     ----------
     x : array_like
-        Input array.  Integer and bool input is converted to float64.
+        Input array: float32, float64, float16 or bfloat16 (ml_dtypes);
+        integer and bool input is converted to float64.
     axis : int or tuple of ints, optional
         Axis to compute values along.  Default is None: softmax over the
         entire array.
@@ -167,8 +174,8 @@ def softmax(x, axis=None, *, n_threads=None):
     Returns
     -------
     s : ndarray
-        An array of the shape of `x` (float32 for float32 input, else
-        float64); the values along `axis` sum to 1.
+        An array of the shape of `x` (float64 for float64, integer and bool
+        input, else float32); the values along `axis` sum to 1.
 
     Raises
     ------
@@ -204,7 +211,8 @@ def log_softmax(x, axis=None, *, n_threads=None):
     Parameters
     ----------
     x : array_like
-        Input array.  Integer and bool input is converted to float64.
+        Input array: float32, float64, float16 or bfloat16 (ml_dtypes);
+        integer and bool input is converted to float64.
     axis : int or tuple of ints, optional
         Axis to compute values along.  Default is None: over the entire array.
     n_threads : int, optional
@@ -213,7 +221,8 @@ def log_softmax(x, axis=None, *, n_threads=None):
     Returns
     -------
     s : ndarray
-        An array of the shape of `x` (float32 for float32 input, else float64).
+        An array of the shape of `x` (float64 for float64, integer and bool
+        input, else float32).
 
     Raises
     ------

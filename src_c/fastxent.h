@@ -42,7 +42,9 @@ int  fx_omp_max_threads(void);      /* omp_get_max_threads(), 1 without OpenMP *
 int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
                          int64_t ignore_index, int64_t *n_counted);
 
-/* ---- kernels, one per dtype (float32, float64) ---------------------------- */
+/* ---- kernels, one per dtype -------------------------------------------------
+ * float32, float64, float16 (IEEE half) and bfloat16 logits; 16-bit logits are
+ * widened block by block in registers/L1 and computed in float (outputs float). */
 /* out[r] = log(sum_j exp(x[r, j])) in double; -inf for empty or all -inf rows, NaN if any NaN. */
 void fx_lse_float32(const fx_rows *x, double *out, int n_threads);
 void fx_lse_float64(const fx_rows *x, double *out, int n_threads);
@@ -50,6 +52,10 @@ void fx_lse_float64(const fx_rows *x, double *out, int n_threads);
 /* out[r, j] = softmax (log_softmax when `log`) of row r; `out` is dense rows x n_cols. */
 void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads);
 void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads);
+void fx_lse_float16(const fx_rows *x, double *out, int n_threads);
+void fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads);
+void fx_softmax_float16(const fx_rows *x, float *out, int log, int n_threads);
+void fx_softmax_bfloat16(const fx_rows *x, float *out, int log, int n_threads);
 
 /* loss[r] = lse(row r) - x[r, target[r]] in double, 0 where target[r] == ignore_index.
  * Targets must have been checked with fx_check_targets. */
@@ -57,6 +63,10 @@ void fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_ind
                      double *loss, int n_threads);
 void fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                      double *loss, int n_threads);
+void fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                     double *loss, int n_threads);
+void fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                      double *loss, int n_threads);
 
 /* Options of the full cross-entropy kernel (PyTorch's and Liger's meaning):
  * loss[r] = g (lse - x'[t]) + sum_c coef_c (lse - x'_c), with x' = softcap * tanh(x / softcap)
@@ -84,6 +94,10 @@ void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, d
                         int n_threads);
 void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                         int n_threads);
+void fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                        int n_threads);
+void fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                         int n_threads);
 
 /* SciPy's logsumexp with weights: out[r] = log|sum_j b[r,j] exp(x[r,j])|, sign[r] its sign;
  * without return_sign a negative sum gives NaN.  b is double with any strides (incl. 0). */

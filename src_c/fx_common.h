@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include "fastxent.h"
 
 #ifdef _OPENMP
@@ -39,6 +40,29 @@ static inline double fx_state_lse(fx_state st)
     if (st.nan) return NAN;
     if (st.m == INFINITY || st.m == -INFINITY) return st.m;
     return st.m + log(st.s);
+}
+
+/* scalar 16-bit conversions (the vector ones live in fx_isa_body.inc) */
+static inline float fx_bf16_to_float(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float fx_f16_to_float(uint16_t h)
+{
+    uint32_t em = h & 0x7fffu, u;
+    float f;
+    u = em << 13;
+    memcpy(&f, &u, sizeof f);
+    f *= 0x1p112f;
+    memcpy(&u, &f, sizeof u);
+    if (em >= 0x7c00u) u |= 0x7f800000u;
+    u |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 /* element offset of row r */

@@ -20,10 +20,10 @@
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(FASTXENT_BASELINE_ONLY)
 #define FX_X86 1
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #endif
 #define FX_ISA avx2
 #define FX_VBYTES 32
@@ -32,11 +32,11 @@
 #undef FX_VBYTES
 #if defined(__clang__)
 #pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC pop_options
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c")
 #endif
 #define FX_ISA avx512
 #define FX_VBYTES 64
@@ -53,24 +53,24 @@
 #endif
 
 /* ---- dispatch ------------------------------------------------------------ */
+#define FX_DTYPE_FNS(d, C)                                                        \
+    void (*lse_##d)(const fx_rows *, double *, int);                              \
+    void (*softmax_##d)(const fx_rows *, C *, int, int);                          \
+    void (*xent_##d)(const fx_rows *, const int64_t *, int64_t, double *, int);   \
+    void (*xent_ex_##d)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
 typedef struct {
-    void (*lse_float32)(const fx_rows *, double *, int);
-    void (*lse_float64)(const fx_rows *, double *, int);
-    void (*softmax_float32)(const fx_rows *, float *, int, int);
-    void (*softmax_float64)(const fx_rows *, double *, int, int);
-    void (*xent_float32)(const fx_rows *, const int64_t *, int64_t, double *, int);
-    void (*xent_float64)(const fx_rows *, const int64_t *, int64_t, double *, int);
-    void (*xent_ex_float32)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
-    void (*xent_ex_float64)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
+    FX_DTYPE_FNS(float32, float)
+    FX_DTYPE_FNS(float64, double)
+    FX_DTYPE_FNS(float16, float)
+    FX_DTYPE_FNS(bfloat16, float)
     void (*vexp_float32)(const float *, float *, int64_t, int);
     void (*vexp_float64)(const double *, double *, int64_t, int);
 } fx_table;
 
-#define FX_TABLE(isa) {                                          \
-        lse_float32_##isa, lse_float64_##isa,                    \
-        softmax_float32_##isa, softmax_float64_##isa,            \
-        xent_float32_##isa, xent_float64_##isa,                  \
-        xent_ex_float32_##isa, xent_ex_float64_##isa,            \
+#define FX_DTYPE_ENTRIES(d, isa) lse_##d##_##isa, softmax_##d##_##isa, xent_##d##_##isa, xent_ex_##d##_##isa
+#define FX_TABLE(isa) {                                                                   \
+        FX_DTYPE_ENTRIES(float32, isa), FX_DTYPE_ENTRIES(float64, isa),                   \
+        FX_DTYPE_ENTRIES(float16, isa), FX_DTYPE_ENTRIES(bfloat16, isa),                  \
         vexp_float32_##isa, vexp_float64_##isa }
 
 static const fx_table fx_tables[FX_ISA_COUNT] = {
@@ -95,11 +95,13 @@ int fx_isa_supported(int isa)
 #if FX_X86 && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     if (isa == FX_ISA_AVX2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+            && __builtin_cpu_supports("f16c");
     if (isa == FX_ISA_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
             && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
-            && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+            && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+            && __builtin_cpu_supports("f16c");
 #endif
     return isa == FX_ISA_BASELINE;
 }
@@ -120,13 +122,18 @@ const char *fx_isa_name(int isa)
     return isa >= 0 && isa < FX_ISA_COUNT ? fx_isa_names[isa] : "unknown";
 }
 
-void fx_lse_float32(const fx_rows *x, double *out, int nt) { fx_tables[fx_isa].lse_float32(x, out, nt); }
-void fx_lse_float64(const fx_rows *x, double *out, int nt) { fx_tables[fx_isa].lse_float64(x, out, nt); }
-void fx_softmax_float32(const fx_rows *x, float *out, int lg, int nt) { fx_tables[fx_isa].softmax_float32(x, out, lg, nt); }
-void fx_softmax_float64(const fx_rows *x, double *out, int lg, int nt) { fx_tables[fx_isa].softmax_float64(x, out, lg, nt); }
-void fx_xent_float32(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt) { fx_tables[fx_isa].xent_float32(x, t, ig, loss, nt); }
-void fx_xent_float64(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt) { fx_tables[fx_isa].xent_float64(x, t, ig, loss, nt); }
-void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss, int nt) { fx_tables[fx_isa].xent_ex_float32(x, o, loss, zloss, nt); }
-void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss, int nt) { fx_tables[fx_isa].xent_ex_float64(x, o, loss, zloss, nt); }
+#define FX_DTYPE_WRAPPERS(d, C)                                                               \
+    void fx_lse_##d(const fx_rows *x, double *out, int nt) { fx_tables[fx_isa].lse_##d(x, out, nt); } \
+    void fx_softmax_##d(const fx_rows *x, C *out, int lg, int nt)                               \
+    { fx_tables[fx_isa].softmax_##d(x, out, lg, nt); }                                          \
+    void fx_xent_##d(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt)      \
+    { fx_tables[fx_isa].xent_##d(x, t, ig, loss, nt); }                                         \
+    void fx_xent_ex_##d(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zl, int nt) \
+    { fx_tables[fx_isa].xent_ex_##d(x, o, loss, zl, nt); }
+FX_DTYPE_WRAPPERS(float32, float)
+FX_DTYPE_WRAPPERS(float64, double)
+FX_DTYPE_WRAPPERS(float16, float)
+FX_DTYPE_WRAPPERS(bfloat16, float)
+
 void fx_vexp_float32(const float *x, float *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float32(x, out, n, neg); }
 void fx_vexp_float64(const double *x, double *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float64(x, out, n, neg); }
