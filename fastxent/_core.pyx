@@ -29,21 +29,21 @@ cdef extern from "fastxent.h" nogil:
     int fx_omp_max_threads()
     int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
                              int64_t ignore_index, int64_t *n_counted)
-    void fx_lse_float32(const fx_rows *x, double *out, int n_threads)
-    void fx_lse_float64(const fx_rows *x, double *out, int n_threads)
-    void fx_lse_float16(const fx_rows *x, double *out, int n_threads)
-    void fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads)
+    int fx_lse_float32(const fx_rows *x, double *out, int n_threads)
+    int fx_lse_float64(const fx_rows *x, double *out, int n_threads)
+    int fx_lse_float16(const fx_rows *x, double *out, int n_threads)
+    int fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads)
     void fx_softmax_float16(const fx_rows *x, float *out, int log, int n_threads)
     void fx_softmax_bfloat16(const fx_rows *x, float *out, int log, int n_threads)
-    void fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+    int fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                          double *loss, int n_threads)
-    void fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+    int fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                           double *loss, int n_threads)
     void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads)
     void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads)
-    void fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+    int fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                          double *loss, int n_threads)
-    void fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+    int fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                          double *loss, int n_threads)
     ctypedef struct fx_xent_opts:
         const int64_t *target
@@ -159,15 +159,18 @@ def lse(cnp.ndarray x, tuple layout, cnp.ndarray out, int n_threads):
     cdef int code = _code(x)
     _need(out, "float64", _nrows(&r), "out")
     cdef double *o = <double *>cnp.PyArray_DATA(out)
+    cdef int rc
     with nogil:
         if code == 0:
-            fx_lse_float32(&r, o, n_threads)
+            rc = fx_lse_float32(&r, o, n_threads)
         elif code == 1:
-            fx_lse_float64(&r, o, n_threads)
+            rc = fx_lse_float64(&r, o, n_threads)
         elif code == 2:
-            fx_lse_float16(&r, o, n_threads)
+            rc = fx_lse_float16(&r, o, n_threads)
         else:
-            fx_lse_bfloat16(&r, o, n_threads)
+            rc = fx_lse_bfloat16(&r, o, n_threads)
+    if rc:
+        raise MemoryError("fastxent: out of memory for per-row states")
 
 
 def softmax(cnp.ndarray x, tuple layout, cnp.ndarray out, bint log, int n_threads):
@@ -200,15 +203,18 @@ def xent(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index,
     if bad >= 0:
         raise IndexError(f"internal: target {bad} out of range")
     cdef int code = _code(x)
+    cdef int rc
     with nogil:
         if code == 0:
-            fx_xent_float32(&r, t, ignore_index, o, n_threads)
+            rc = fx_xent_float32(&r, t, ignore_index, o, n_threads)
         elif code == 1:
-            fx_xent_float64(&r, t, ignore_index, o, n_threads)
+            rc = fx_xent_float64(&r, t, ignore_index, o, n_threads)
         elif code == 2:
-            fx_xent_float16(&r, t, ignore_index, o, n_threads)
+            rc = fx_xent_float16(&r, t, ignore_index, o, n_threads)
         else:
-            fx_xent_bfloat16(&r, t, ignore_index, o, n_threads)
+            rc = fx_xent_bfloat16(&r, t, ignore_index, o, n_threads)
+    if rc:
+        raise MemoryError("fastxent: out of memory for per-row states")
 
 
 def lse_b(cnp.ndarray x, tuple layout, cnp.ndarray b, tuple b_layout, bint return_sign,

@@ -45,27 +45,28 @@ int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
 /* ---- kernels, one per dtype -------------------------------------------------
  * float32, float64, float16 (IEEE half) and bfloat16 logits; 16-bit logits are
  * widened block by block in registers/L1 and computed in float (outputs float). */
-/* out[r] = log(sum_j exp(x[r, j])) in double; -inf for empty or all -inf rows, NaN if any NaN. */
-void fx_lse_float32(const fx_rows *x, double *out, int n_threads);
-void fx_lse_float64(const fx_rows *x, double *out, int n_threads);
+/* out[r] = log(sum_j exp(x[r, j])) in double; -inf for empty or all -inf rows, NaN if any NaN.
+ * lse and xent return 0, or -1 when their per-call state array (24 bytes a row) cannot be allocated. */
+int fx_lse_float32(const fx_rows *x, double *out, int n_threads);
+int fx_lse_float64(const fx_rows *x, double *out, int n_threads);
 
 /* out[r, j] = softmax (log_softmax when `log`) of row r; `out` is dense rows x n_cols. */
 void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads);
 void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads);
-void fx_lse_float16(const fx_rows *x, double *out, int n_threads);
-void fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads);
+int fx_lse_float16(const fx_rows *x, double *out, int n_threads);
+int fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads);
 void fx_softmax_float16(const fx_rows *x, float *out, int log, int n_threads);
 void fx_softmax_bfloat16(const fx_rows *x, float *out, int log, int n_threads);
 
 /* loss[r] = lse(row r) - x[r, target[r]] in double, 0 where target[r] == ignore_index.
  * Targets must have been checked with fx_check_targets. */
-void fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+int fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                      double *loss, int n_threads);
-void fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+int fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                      double *loss, int n_threads);
-void fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+int fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                      double *loss, int n_threads);
-void fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+int fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                       double *loss, int n_threads);
 
 /* Options of the full cross-entropy kernel (PyTorch's and Liger's meaning):

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "fastxent.h"
 
@@ -21,6 +22,7 @@ typedef struct {
 } fx_state;
 
 #define FX_BLOCK 2048 /* elements per block: a block is re-read from L1 for the exp pass */
+#define FX_SMALL_COLS 64 /* rows up to this many classes are computed FX_W rows at a time */
 
 static inline fx_state fx_state_combine(fx_state a, fx_state b)
 {
