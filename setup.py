@@ -76,7 +76,7 @@ ext = Extension(
     "fastxent._core",
     sources=["fastxent/_core.pyx"] + sorted(glob.glob("src_c/*.c")),
     include_dirs=[np.get_include(), "src_c"],
-    depends=sorted(glob.glob("src_c/*.h")),
+    depends=sorted(glob.glob("src_c/*.h") + glob.glob("src_c/*.inc")),
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
 )
 

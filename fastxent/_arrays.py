@@ -110,9 +110,14 @@ def as_rows(a: np.ndarray, axes: tuple[int, ...]):
 def _layout(y: np.ndarray):
     """(n_outer, n_inner, n_cols, s_outer, s_inner, 1) of a (..., n_cols) array, or None."""
     item = y.itemsize
+    n_cols = y.shape[-1]
+    if y.size == 0:  # nothing is read: any layout of the right sizes
+        rows = 1
+        for n in y.shape[:-1]:
+            rows *= n
+        return (1, rows, n_cols, 0, n_cols, 1)
     if not y.flags.aligned:
         return None
-    n_cols = y.shape[-1]
     if n_cols > 1 and y.strides[-1] != item:
         return None
     dims = []
@@ -126,8 +131,6 @@ def _layout(y: np.ndarray):
             dims[-1] = (dims[-1][0] * n, s)  # merge with the outer neighbour
         else:
             dims.append((n, s))
-    if any(n == 0 for n in y.shape[:-1]):
-        dims = [(0, 0)]
     if len(dims) > 2:
         return None
     while len(dims) < 2:

@@ -6,7 +6,7 @@ import operator
 import numpy as np
 
 from . import _core
-from ._arrays import as_rows, float_dtype, normalize_axes, result_dtype
+from ._arrays import as_rows, float_dtype, is_bfloat16, normalize_axes, result_dtype
 from ._config import resolve_n_threads
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -270,7 +270,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
         t64, counted = _check_target(t_arr, x, ax, ignore_index)
         mask = t64 != ignore_index
         denom = float(np.sum(w[t64[mask]], dtype=np.float64)) if w is not None else float(counted)
-    elif t_arr.dtype.kind == "f":
+    elif t_arr.dtype.kind == "f" or is_bfloat16(t_arr.dtype):
         if t_arr.shape != x.shape:
             raise TypeError(f"`target` of dtype {t_arr.dtype} is read as class probabilities and must "
                             f"have the shape of `logits` {x.shape}, got {t_arr.shape}; class indices "
@@ -290,7 +290,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
             grad = np.empty(batch + (n_cols,), dtype=rdt)
             grad_layout = (1, rows, n_cols, 0, n_cols, 1)
     if reduction == "mean":
-        gscale = 1.0 / denom if denom else 0.0
+        # counted positions whose target weights sum to 0: loss and gradient NaN (PyTorch)
+        gscale = 1.0 / denom if denom else np.nan
         zscale = 1.0 / counted if counted else 0.0
     else:
         gscale = zscale = 1.0

@@ -4,7 +4,8 @@ Every function has the signature of its public counterpart (``n_threads`` is acc
 ignored), works in float64 internally and returns the dtype the public function returns.
 ``logsumexp``, ``softmax`` and ``log_softmax`` follow ``scipy.special`` (1.17) step by step,
 including its handling of infinities, NaN, zero weights and empty input; the losses follow
-PyTorch (``ignore_index``, ``reduction``).
+PyTorch (``ignore_index``, ``reduction``, ``weight``, ``label_smoothing``, class-probability
+targets) and Liger-Kernel (``z_loss``, ``softcap``), with the gradient in closed form.
 """
 
 import numpy as np
@@ -169,17 +170,20 @@ def log_softmax(x, axis=None, *, n_threads=None):
         return _result(shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True)), dtype)
 
 
-def _nll(logits, target, axis, ignore_index):
-    """Validate; return (per-position loss in float64, counted mask, result dtype)."""
+def _logits_last(logits, axis):
+    """Validate `logits` and `axis`; return (float64 logits, classes last), result dtype, axis."""
     x = _float_input(logits, "logits", promote_int=False)
     dtype = x.dtype
     if x.ndim == 0:
         raise AxisError("`logits` must have at least one dimension (the class axis)")
     axis = normalize_axis_index(axis, x.ndim)
-    t = np.asarray(target)
+    return np.moveaxis(x, axis, -1).astype(np.float64), dtype, axis
+
+
+def _class_targets(t, x, axis, ignore_index):
+    """Validate integer targets for logits `x` (classes last); return the counted mask."""
     if t.dtype.kind not in "iu":
         raise TypeError(f"`target` must hold integer class indices, not {t.dtype}")
-    x = np.moveaxis(x, axis, -1).astype(np.float64)
     if t.shape != x.shape[:-1]:
         raise ValueError(f"`target` has shape {t.shape}; expected {x.shape[:-1]} "
                          f"(`logits` shape {np.moveaxis(x, -1, axis).shape} without axis {axis})")
@@ -190,52 +194,237 @@ def _nll(logits, target, axis, ignore_index):
         pos = tuple(int(i) for i in np.argwhere(bad)[0])
         raise IndexError(f"`target` at {pos} is {int(t[pos])}, outside [0, {n_classes}) "
                          f"and not ignore_index={ignore_index}")
+    return counted
+
+
+def _nll(logits, target, axis, ignore_index):
+    """Validate; return (per-position loss in float64, counted mask, result dtype)."""
+    x, dtype, axis = _logits_last(logits, axis)
+    t = np.asarray(target)
+    counted = _class_targets(t, x, axis, ignore_index)
     loss = np.zeros(t.shape)
-    if n_classes > 0:
+    if x.shape[-1] > 0:
         idx = np.where(counted, t, 0).astype(np.intp)[..., None]
         picked = np.take_along_axis(log_softmax(x, axis=-1), idx, axis=-1)[..., 0]
         loss = np.where(counted, -picked, 0.0)
     return loss, counted, dtype
 
 
-def cross_entropy(logits, target, *, axis=-1, ignore_index=-100, reduction="mean", n_threads=None):
-    """Cross-entropy of integer class targets against logits, as PyTorch's ``cross_entropy``.
+def _option(value, name, lo, hi=np.inf, lo_open=False):
+    """A finite real number in [lo, hi] (or (lo, hi]), else TypeError/ValueError naming it."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real number, not {value!r}") from None
+    if not (np.isfinite(v) and lo <= v <= hi) or (lo_open and v == lo):
+        interval = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        raise ValueError(f"`{name}` must be a finite number in {interval}, not {value!r}")
+    return v
+
+
+def _class_weights(weight, n_classes):
+    """`weight` as float64 of shape (C,), finite and >= 0; all ones when None."""
+    if weight is None:
+        return np.ones(n_classes)
+    w = np.asarray(weight)
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"`weight` must be a real array, not {w.dtype}")
+    if w.shape != (n_classes,):
+        raise ValueError(f"`weight` has shape {w.shape}; expected ({n_classes},), one per class")
+    w = w.astype(np.float64)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"`weight` must be finite and >= 0; weight[{i}] is {w[i]}")
+    return w
+
+
+def _check_grad_out(grad_out, shape, grad_dtype, logits):
+    if not isinstance(grad_out, np.ndarray):
+        raise TypeError(f"`grad_out` must be a NumPy array, not {type(grad_out).__name__}")
+    if grad_out.shape != shape:
+        raise ValueError(f"`grad_out` has shape {grad_out.shape}; `logits` has shape {shape}")
+    if grad_out.dtype != grad_dtype:
+        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient is {grad_dtype}")
+    if not grad_out.flags.writeable:
+        raise ValueError("`grad_out` is read-only")
+    same = (isinstance(logits, np.ndarray) and logits.strides == grad_out.strides
+            and logits.__array_interface__["data"][0] == grad_out.__array_interface__["data"][0])
+    if isinstance(logits, np.ndarray) and np.shares_memory(grad_out, logits) and not same:
+        raise ValueError("`grad_out` overlaps `logits` without being the logits array itself")
+
+
+def _terms(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
+           softcap=None):
+    """Everything `cross_entropy` is made of, per position, classes on the last axis.
+
+    Returns a dict with
+    ``x``        the logits used (float64, after `softcap`), classes last;
+    ``chain``    d x / d logits (1 / cosh(logits / softcap)**2 with `softcap`, else ones);
+    ``lse``      logsumexp of each row;
+    ``p``        softmax of each row;
+    ``coef``     the target distribution times the class weights, ``loss = sum(coef * (lse - x))``;
+                 zero at ignored positions;
+    ``onehot``   the one-hot part of ``coef`` is ``a * onehot`` (integer targets), the rest
+    ``a``, ``b`` is ``b``; for probability targets ``a`` is 0 and ``b`` is ``coef``;
+    ``counted``  positions that count (not `ignore_index`);
+    ``denom``    what "mean" divides the cross-entropy by (sum of w[t] over counted positions, or
+                 their number; the number of positions for probability targets);
+    ``dtype``    the result dtype, ``axis`` the normalised class axis.
+    Also used by the tests to state error bounds.
+    """
+    x, dtype, axis = _logits_last(logits, axis)
+    eps = _option(label_smoothing, "label_smoothing", 0.0, 1.0)
+    cap = None if softcap is None else _option(softcap, "softcap", 0.0, lo_open=True)
+    n_classes = x.shape[-1]
+    t = np.asarray(target)
+    if t.dtype.kind == "f" or (t.dtype.name == "bfloat16" and t.dtype.itemsize == 2):
+        if t.shape != np.moveaxis(x, -1, axis).shape:
+            raise TypeError(f"`target` of dtype {t.dtype} holds class probabilities and must have "
+                            f"the shape of `logits` {np.moveaxis(x, -1, axis).shape}, "
+                            f"not {t.shape}")
+        w = _class_weights(weight, n_classes)
+        q = np.moveaxis(t.astype(np.float64), axis, -1)
+        counted = np.ones(x.shape[:-1], bool)
+        onehot = np.zeros(x.shape, bool)
+        a = np.zeros(x.shape[:-1])
+        b = w * ((1 - eps) * q + eps / max(n_classes, 1))
+        denom = float(counted.sum())
+    else:
+        counted = _class_targets(t, x, axis, ignore_index)
+        w = _class_weights(weight, n_classes)
+        onehot = (np.arange(n_classes) == t[..., None]) & counted[..., None]
+        a = np.where(counted, (1 - eps) * w[np.where(counted, t, 0)], 0.0) if n_classes else \
+            np.zeros(t.shape)
+        b = np.where(counted[..., None], eps / max(n_classes, 1) * w, 0.0)
+        denom = float(np.sum(w[t[counted]])) if n_classes else 0.0
+    coef = a[..., None] * onehot + b
+
+    chain = np.ones_like(x)
+    if cap is not None:
+        with np.errstate(over="ignore"):
+            # 1 / cosh^2 rather than 1 - tanh^2, which loses precision where tanh is near +-1
+            x, chain = cap * np.tanh(x / cap), 1 / np.cosh(x / cap) ** 2
+    with np.errstate(all="ignore"):
+        lse = logsumexp(x, axis=-1) if n_classes else np.full(x.shape[:-1], -np.inf)
+        p = np.exp(x - lse[..., None])
+    return dict(x=x, chain=chain, lse=lse, p=p, coef=coef, onehot=onehot, a=a, b=b,
+                counted=counted, denom=denom, dtype=dtype, axis=axis)
+
+
+def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_z_loss=False,
+                  return_grad=False, grad_out=None, n_threads=None):
+    """Cross-entropy of class targets against logits, as PyTorch's ``cross_entropy``.
+
+    Per position, with ``x`` the logits (after `softcap`) and ``lse = logsumexp(x)``::
+
+        loss = sum_c coef[c] * (lse - x[c]) + z_loss * lse**2
+        coef = (1 - eps) * w[t] * onehot(t) + eps / C * w      (class index t)
+        coef = w * ((1 - eps) * q + eps / C)                   (class probabilities q)
 
     Parameters
     ----------
     logits : array_like
-        Unnormalised log-probabilities (float32, float64; integers and bool become float64).
-    target : array_like of int
-        Class indices, shape ``logits.shape`` with `axis` removed.
+        Unnormalised log-probabilities (float32, float64, float16, bfloat16).
+    target : array_like
+        Integer class indices of shape ``logits.shape`` without `axis`, or floating class
+        probabilities of the shape of `logits`.
     axis : int, optional
         The class axis of `logits`.
+    weight : array_like, optional
+        Class weights ``w`` of shape (C,), finite and >= 0 (default: ones).
     ignore_index : int, optional
-        Positions whose target equals this are not counted.
+        Positions whose (integer) target equals this count for nothing: loss, z-loss and
+        gradient 0.
     reduction : {'none', 'sum', 'mean'}, optional
-        'none': per-position losses (ignored positions give 0.0); 'sum'; 'mean' over counted
-        positions (NaN when none is counted).
+        'none': per-position losses; 'sum'; 'mean': the cross-entropy total divided by the sum
+        of ``w[t]`` over counted positions (the number of positions for probability targets,
+        as PyTorch) plus the z-loss total divided by the number of counted positions. NaN when
+        nothing is counted.
+    label_smoothing : float, optional
+        ``eps`` in [0, 1].
+    z_loss : float, optional
+        Coefficient (>= 0) of ``lse**2``.
+    softcap : float, optional
+        If given (> 0), ``x = softcap * tanh(logits / softcap)``.
+    return_z_loss : bool, optional
+        Also return the z-loss part, reduced like the loss.
+    return_grad : bool, optional
+        Also return the gradient of the returned loss with respect to `logits` (for 'none', of
+        the sum of the per-position losses): float64 for float64 logits, else float32.
+    grad_out : ndarray, optional
+        Written with the gradient and returned in its place (needs `return_grad`); may be the
+        `logits` array itself.
     n_threads : int, optional
         Ignored.
 
     Returns
     -------
-    ndarray or scalar
-        ``-log_softmax(logits)[target]`` per position, or its sum or mean.
+    loss : ndarray or scalar
+    z : ndarray or scalar, if `return_z_loss`
+    grad : ndarray, if `return_grad`
 
     Raises
     ------
     TypeError, ValueError, IndexError, numpy.exceptions.AxisError
-        Bad dtypes, shapes, `reduction`, target values or `axis`.
+        Bad dtypes, shapes, option values, target values, `grad_out` or `axis`.
+
+    Notes
+    -----
+    A term whose coefficient ``coef[c]`` is exactly 0 contributes 0 even when ``x[c]`` is -inf
+    (PyTorch gives NaN there). The gradient of one position's loss is
+    ``(sum(coef) * p - coef + 2 * z_loss * lse * p) * chain`` with ``p = softmax(x)`` and
+    ``chain = 1 - tanh(logits / softcap)**2``, computed as ``1 / cosh(logits / softcap)**2``;
+    'mean' scales its two parts as the loss. The one-hot part ``p[t] - 1`` is written as minus
+    the sum of the other probabilities; both keep their relative precision where ``p[t]`` is
+    near 1 or ``|logits| >> softcap``.
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', not {reduction!r}")
-    loss, counted, dtype = _nll(logits, target, axis, ignore_index)
-    if reduction == "none":
-        return _result(loss, dtype)
-    if reduction == "sum":
-        return _result(loss.sum(), dtype)
-    with np.errstate(invalid="ignore"):
-        return _result(loss.sum() / counted.sum(), dtype)
+    zc = _option(z_loss, "z_loss", 0.0)
+    if grad_out is not None and not return_grad:
+        raise ValueError("`grad_out` is given but `return_grad` is False")
+    r = _terms(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+               label_smoothing=label_smoothing, softcap=softcap)
+    x, lse, p, coef, counted = r["x"], r["lse"], r["p"], r["coef"], r["counted"]
+    dtype, grad_dtype = r["dtype"], np.dtype(np.float64 if r["dtype"] == np.float64 else np.float32)
+    shape = np.moveaxis(x, -1, r["axis"]).shape
+    if grad_out is not None:
+        _check_grad_out(grad_out, shape, grad_dtype, logits)
+
+    with np.errstate(all="ignore"):
+        terms = np.where(coef == 0, 0.0, coef * (lse[..., None] - x))  # 0 * inf counts as 0
+        ce = terms.sum(axis=-1)
+        z = np.where(counted, zc * lse**2, 0.0) if zc else np.zeros(counted.shape)
+        n_counted = counted.sum()
+        if reduction == "none":
+            loss, zpart = ce + z, z
+        elif reduction == "sum":
+            loss, zpart = ce.sum() + z.sum(), z.sum()
+        else:
+            zpart = z.sum() / n_counted
+            loss = ce.sum() / r["denom"] + zpart
+        out = [_result(loss, dtype)]
+        if return_z_loss:
+            out.append(_result(zpart, dtype))
+        if not return_grad:
+            return out[0] if len(out) == 1 else tuple(out)
+
+        # d ce / d x = sum(coef) * p - coef = a * (p - onehot) + sum(b) * p - b
+        a, b, onehot = r["a"][..., None], r["b"], r["onehot"]
+        others = np.where(onehot, 0.0, p).sum(axis=-1, keepdims=True)
+        p_minus_onehot = np.where(onehot, -others, p)  # p[t] - 1 = -sum of the others, exactly
+        g_ce = a * p_minus_onehot + b.sum(axis=-1, keepdims=True) * p - b
+        g_z = 2 * zc * lse[..., None] * p if zc else np.zeros_like(p)
+        if reduction == "mean":
+            g_ce, g_z = g_ce / r["denom"], g_z / n_counted
+        grad = np.where(counted[..., None], (g_ce + g_z) * r["chain"], 0.0)
+    grad = np.moveaxis(grad, -1, r["axis"]).astype(grad_dtype)
+    if grad_out is not None:
+        grad_out[...] = grad
+        grad = grad_out
+    return (*out, grad)
 
 
 def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False, n_threads=None):

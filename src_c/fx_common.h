@@ -12,12 +12,16 @@
 #include <omp.h>
 #endif
 
-/* Log-sum-exp state of a run of elements: m = max (NaN ignored), s = sum exp(x - m),
- * nan = some element was NaN.  Blocks are reduced to states and states are
- * combined left to right, so a row's result depends only on its values. */
+/* Log-sum-exp state of a run of elements: m = max (NaN ignored); the sum of
+ * exp(x - m) kept as c (how many elements equal m: each adds exactly 1) plus
+ * r (the rest), so that log(sum) = log1p((c - 1) + r) and 1 - p(max) keep full
+ * precision when the largest term dominates; nan = some element was NaN.
+ * Blocks are reduced to states and states are combined left to right, so a
+ * row's result depends only on its values. */
 typedef struct {
     double m;
-    double s;
+    double c;
+    double r;
     int nan;
 } fx_state;
 
@@ -26,22 +30,27 @@ typedef struct {
 
 static inline fx_state fx_state_combine(fx_state a, fx_state b)
 {
-    fx_state r;
-    r.nan = a.nan | b.nan;
-    if (b.m == -INFINITY) { r.m = a.m; r.s = a.s; return r; }
-    if (a.m == -INFINITY) { r.m = b.m; r.s = b.s; return r; }
-    if (a.m == INFINITY || b.m == INFINITY) { r.m = INFINITY; r.s = 1.0; return r; }
-    if (a.m >= b.m) { r.m = a.m; r.s = a.s + b.s * exp(b.m - a.m); }
-    else            { r.m = b.m; r.s = a.s * exp(a.m - b.m) + b.s; }
-    return r;
+    fx_state x;
+    x.nan = a.nan | b.nan;
+    if (b.m == -INFINITY) { x.m = a.m; x.c = a.c; x.r = a.r; return x; }
+    if (a.m == -INFINITY) { x.m = b.m; x.c = b.c; x.r = b.r; return x; }
+    if (a.m == INFINITY || b.m == INFINITY) { x.m = INFINITY; x.c = 1.0; x.r = 0.0; return x; }
+    if (a.m > b.m)      { x.m = a.m; x.c = a.c; x.r = a.r + (b.c + b.r) * exp(b.m - a.m); }
+    else if (b.m > a.m) { x.m = b.m; x.c = b.c; x.r = b.r + (a.c + a.r) * exp(a.m - b.m); }
+    else                { x.m = a.m; x.c = a.c + b.c; x.r = a.r + b.r; }
+    return x;
 }
 
-/* log-sum-exp of a state: NaN if any NaN, +-inf passes through, else m + log(s) */
+/* log(sum exp(x - m)) and the sum itself, for a finite m */
+static inline double fx_state_logsum(fx_state st) { return log1p((st.c - 1.0) + st.r); }
+static inline double fx_state_sum(fx_state st) { return st.c + st.r; }
+
+/* log-sum-exp of a state: NaN if any NaN, +-inf passes through, else m + log(sum) */
 static inline double fx_state_lse(fx_state st)
 {
     if (st.nan) return NAN;
     if (st.m == INFINITY || st.m == -INFINITY) return st.m;
-    return st.m + log(st.s);
+    return st.m + fx_state_logsum(st);
 }
 
 /* scalar 16-bit conversions (the vector ones live in fx_isa_body.inc) */
