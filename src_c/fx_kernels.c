@@ -155,3 +155,5 @@ FX_DTYPE_WRAPPERS(bfloat16, float)
 
 void fx_vexp_float32(const float *x, float *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float32(x, out, n, neg); }
 void fx_vexp_float64(const double *x, double *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float64(x, out, n, neg); }
+
+/* ---- evaluation statistics (fx_stats.inc): their own table and wrappers ---- */
