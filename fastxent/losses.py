@@ -45,13 +45,17 @@ def _raise_bad_target(t: np.ndarray, flat: int, n_cols: int):
                      f"{n_cols} classes (valid: 0..{n_cols - 1} or ignore_index)")
 
 
+def _check_ignore_index(ignore_index) -> int:
+    try:
+        return operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
+
+
 def _nll(logits, target, axis, ignore_index, n_threads):
     """Per-position negative log-likelihood (float64, target's shape), counted tokens, dtype."""
     nt = resolve_n_threads(n_threads)
-    try:
-        ignore_index = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
+    ignore_index = _check_ignore_index(ignore_index)
     x = _check_logits(logits)
     (ax,) = normalize_axes(axis, x.ndim)
     t64, counted = _check_target(target, x, ax, ignore_index)
@@ -252,10 +256,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
         return _reduce(loss, None, reduction, counted, counted, dt)[0]
 
     nt = resolve_n_threads(n_threads)
-    try:
-        ignore_index = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
+    ignore_index = _check_ignore_index(ignore_index)
     x = _check_logits(logits)
     (ax,) = normalize_axes(axis, x.ndim)
     n_cols = x.shape[ax]
