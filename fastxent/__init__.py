@@ -37,10 +37,12 @@ else:
                           set_num_threads, show_config)
     from .losses import cross_entropy, perplexity
     from .special import log_softmax, logsumexp, softmax
+    from .evaluate import Evaluator, kl_divergence, token_stats
     from . import reference
 
     __all__ = [
         "logsumexp", "softmax", "log_softmax", "cross_entropy", "perplexity",
         "openmp_enabled", "get_num_threads", "set_num_threads", "show_config",
         "set_isa", "available_isas", "reference", "__version__",
+        "token_stats", "kl_divergence", "Evaluator",
     ]

@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from ._cli_eval import add_eval_parser
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -28,11 +30,10 @@ def _cmd_bench(args) -> int:
         print(f"fastxent bench: error: --json: no directory for {args.json!r}", file=sys.stderr)
         return 2
     repeat = args.repeat if args.repeat is not None else (3 if args.quick else 5)
-    cases = _bench.QUICK_CASES if args.quick else _bench.CASES
-    rows = _bench.run(cases=cases, repeat=repeat)
+    report = _bench.run(plan=_bench.QUICK if args.quick else _bench.FULL, repeat=repeat)
     if args.json:
-        _bench.write_json(args.json, rows, repeat)
-        print(f"wrote {len(rows)} rows to {args.json}")
+        _bench.write_json(args.json, report)
+        print(f"wrote {len(report['rows'])} rows to {args.json}")
     return 0
 
 
@@ -44,18 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench", help="time fastxent against NumPy (and SciPy, PyTorch if installed)",
-        description="Time cross_entropy (mean) and logsumexp (axis=-1) on synthetic logits "
-                    "(seeded, 3 * standard normal) for fastxent with 1 and all threads, plain "
-                    "stable NumPy in the input dtype, scipy.special.logsumexp and PyTorch when "
-                    "importable. Implementations are timed interleaved; the median of the "
-                    "repeats is reported. speed = NumPy time / this time.")
+        description="Time cross_entropy (mean), logsumexp (axis=-1) and cross_entropy forward + "
+                    "gradient on synthetic logits (seeded, 3 * standard normal) in float32, "
+                    "float64, float16 and bfloat16 (with ml_dtypes), for fastxent with 1 and all "
+                    "threads beside plain stable NumPy, scipy.special.logsumexp and PyTorch "
+                    "(1 and all threads) when importable. Implementations are timed "
+                    "interleaved; the median of the repeats is reported with GB/s, "
+                    "speed = NumPy time / this time, and the fraction of the memory read "
+                    "bandwidth measured in the same run. Also prints the peak extra memory "
+                    "of one call and the ratios the performance targets are stated in.")
     bench.add_argument("--quick", action="store_true",
-                       help="small shapes and 3 repeats (a few seconds; CI smoke test)")
+                       help="small shapes, 3 repeats, 256 MiB bandwidth probe (a few seconds; CI smoke test)")
     bench.add_argument("--json", metavar="PATH",
-                       help="also write the rows and machine info to PATH as JSON")
+                       help="also write the rows, machine info, bandwidth, peak memory and ratios to PATH as JSON")
     bench.add_argument("--repeat", metavar="N", type=_positive_int, default=None,
                        help="timed calls per implementation (default 5; 3 with --quick)")
     bench.set_defaults(func=_cmd_bench)
+    add_eval_parser(sub)
     return parser
 
 

@@ -316,3 +316,108 @@ def vexp(cnp.ndarray x, cnp.ndarray out, bint neg):
             fx_vexp_float64(<const double *>xp, <double *>op, n, neg)
     else:
         raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+cdef extern from "fastxent.h" nogil:
+    double fx_read_bandwidth_probe(const float *x, int64_t n, int n_threads)
+
+
+def read_probe(cnp.ndarray x, int n_threads):
+    """Benchmark hook: sum a contiguous float32 array, reading it once (memory bandwidth probe)."""
+    _need(x, "float32", x.size, "x")
+    cdef int64_t n = x.size
+    cdef const float *p = <const float *>cnp.PyArray_DATA(x)
+    cdef double s
+    with nogil:
+        s = fx_read_bandwidth_probe(p, n, n_threads)
+    return s
+
+
+# ---- evaluation statistics (fastxent/evaluate.py) --------------------------------------
+from libc.stdint cimport uint8_t
+
+cdef extern from "fastxent.h" nogil:
+    ctypedef struct fx_stats_opts:
+        const int64_t *target
+        int64_t ignore_index
+        const void *ref
+        fx_rows ref_rows
+        double *nll
+        double *entropy
+        double *p_target
+        uint8_t *correct
+        double *kl
+        uint8_t *same_top
+        double *ref_nll
+        double *ref_p_target
+
+    void fx_token_stats_float32(const fx_rows *x, const fx_stats_opts *o, int n_threads)
+    void fx_token_stats_float64(const fx_rows *x, const fx_stats_opts *o, int n_threads)
+    void fx_token_stats_float16(const fx_rows *x, const fx_stats_opts *o, int n_threads)
+    void fx_token_stats_bfloat16(const fx_rows *x, const fx_stats_opts *o, int n_threads)
+
+
+cdef double *_f64_out(a, int64_t rows, str name) except? NULL:
+    if a is None:
+        return NULL
+    _need(a, "float64", rows, name)
+    if not a.flags.writeable:
+        raise ValueError(f"internal: {name} is read-only")
+    return <double *>cnp.PyArray_DATA(a)
+
+
+cdef uint8_t *_bool_out(a, int64_t rows, str name) except? NULL:
+    if a is None:
+        return NULL
+    _need(a, "bool", rows, name)
+    if not a.flags.writeable:
+        raise ValueError(f"internal: {name} is read-only")
+    return <uint8_t *>cnp.PyArray_DATA(a)
+
+
+def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, tuple ref_layout,
+                nll, entropy, p_target, correct, kl, same_top, ref_nll, ref_p_target, int n_threads):
+    """Per-row statistics of x (and of the reference `ref`, same dtype and rows) into
+    the given float64 / bool outputs (None: not computed)."""
+    cdef fx_rows r = _rows(x, layout)
+    cdef fx_stats_opts o
+    cdef int64_t rows = _nrows(&r), counted = 0, bad
+    o.target = NULL
+    o.ref = NULL
+    o.ref_rows = r
+    o.ignore_index = ignore_index
+    if target is not None:
+        _need(target, "int64", rows, "target")
+        o.target = <const int64_t *>cnp.PyArray_DATA(target)
+        with nogil:
+            bad = fx_check_targets(o.target, rows, r.n_cols, ignore_index, &counted)
+        if bad >= 0:
+            raise IndexError(f"internal: target {bad} out of range")
+    if ref is not None:
+        if ref.dtype != x.dtype:
+            raise ValueError("internal: ref must have the logits' dtype")
+        o.ref_rows = _rows(ref, ref_layout)
+        if _nrows(&o.ref_rows) != rows or o.ref_rows.n_cols != r.n_cols:
+            raise ValueError("internal: ref layout does not match")
+        o.ref = cnp.PyArray_DATA(ref)
+    o.nll = _f64_out(nll, rows, "nll")
+    o.entropy = _f64_out(entropy, rows, "entropy")
+    o.p_target = _f64_out(p_target, rows, "p_target")
+    o.correct = _bool_out(correct, rows, "correct")
+    o.kl = _f64_out(kl, rows, "kl")
+    o.same_top = _bool_out(same_top, rows, "same_top")
+    o.ref_nll = _f64_out(ref_nll, rows, "ref_nll")
+    o.ref_p_target = _f64_out(ref_p_target, rows, "ref_p_target")
+    if o.target == NULL and (o.nll != NULL or o.p_target != NULL or o.correct != NULL
+                             or o.ref_nll != NULL or o.ref_p_target != NULL):
+        raise ValueError("internal: target outputs need a target")
+    cdef int code = _code(x)
+    with nogil:
+        if code == 0:
+            fx_token_stats_float32(&r, &o, n_threads)
+        elif code == 1:
+            fx_token_stats_float64(&r, &o, n_threads)
+        elif code == 2:
+            fx_token_stats_float16(&r, &o, n_threads)
+        else:
+            fx_token_stats_bfloat16(&r, &o, n_threads)

@@ -451,3 +451,240 @@ def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False
     sum_axis = -1 if per_sequence else None
     with np.errstate(invalid="ignore"):
         return _result(np.exp(loss.sum(axis=sum_axis) / counted.sum(axis=sum_axis)), dtype)
+
+
+# --------------------------------------------------------------------------- evaluation statistics
+__all__ += ["token_stats", "kl_divergence", "evaluate_reference"]
+
+_STAT_FLOATS = ("nll", "entropy", "p_target", "kl", "ref_nll", "ref_p_target")
+
+
+def _distribution(x):
+    """Per row of `x` (float64, classes last): log_softmax, whether the row is a distribution
+    (no NaN, finite max), whether it has a top class (no NaN, max > -inf), first argmax."""
+    with np.errstate(all="ignore"):
+        logp = log_softmax(x, axis=-1) if x.shape[-1] else x.copy()
+    nan = np.isnan(x).any(axis=-1)
+    m = np.max(np.where(np.isnan(x), -np.inf, x), axis=-1, initial=-np.inf)
+    arg = (np.argmax(np.where(np.isnan(x), -np.inf, x), axis=-1) if x.shape[-1]
+           else np.zeros(x.shape[:-1], np.intp))
+    return logp, ~nan & np.isfinite(m), ~nan & (m > -np.inf), arg
+
+
+def _kl_rows(y, logp_y, x, logq_x):
+    """KL(P || Q) per row, P = softmax(y), Q = softmax(x) (rows already known to be
+    distributions where it matters): a class with y = -inf adds 0, y > -inf with x = -inf
+    makes it +inf; rounding below 0 is clamped."""
+    with np.errstate(all="ignore"):
+        p = np.exp(logp_y)
+        terms = np.where((y == -np.inf) | (p == 0), 0.0, p * (logp_y - logq_x))
+        kl = np.maximum(terms.sum(axis=-1), 0.0)
+    return np.where(((y > -np.inf) & (x == -np.inf)).any(axis=-1), np.inf, kl)
+
+
+def _token_stats64(logits, target, ref_logits, axis, ignore_index):
+    """token_stats in float64: (dict of arrays, counted mask, result dtype)."""
+    raw = np.asarray(logits)
+    x, dtype, axis = _logits_last(raw, axis)
+    t = np.asarray(target)
+    counted = _class_targets(t, x, axis, ignore_index)
+    idx = np.where(counted, t, 0).astype(np.intp)[..., None]
+    out = {}
+    logq, dist_x, top_x, arg_x = _distribution(x)
+    with np.errstate(all="ignore"):
+        pick = (np.take_along_axis(logq, idx, axis=-1)[..., 0] if x.shape[-1]
+                else np.full(t.shape, np.nan))
+        out["nll"] = np.where(counted, -pick, np.nan)
+        q = np.exp(logq)
+        ent = -np.sum(np.where(q > 0, q * logq, 0.0), axis=-1)
+        out["entropy"] = np.where(counted & dist_x, ent, np.nan)
+        out["p_target"] = np.exp(-out["nll"])
+    out["correct"] = counted & top_x & (arg_x == t)
+    if ref_logits is not None:
+        r = np.asarray(ref_logits)
+        if r.shape != raw.shape:
+            raise ValueError(f"`ref_logits` has shape {r.shape}; expected {raw.shape}, the shape "
+                             "of `logits`")
+        _float_input(r, "ref_logits", promote_int=False)
+        if r.dtype != raw.dtype:
+            r = r.astype(raw.dtype)  # the reference is read in the logits' dtype
+        y, _, _ = _logits_last(r, axis)
+        logp, dist_y, top_y, arg_y = _distribution(y)
+        with np.errstate(all="ignore"):
+            pick = (np.take_along_axis(logp, idx, axis=-1)[..., 0] if y.shape[-1]
+                    else np.full(t.shape, np.nan))
+            out["ref_nll"] = np.where(counted, -pick, np.nan)
+            out["ref_p_target"] = np.exp(-out["ref_nll"])
+            kl = _kl_rows(y, logp, x, logq) if y.shape[-1] else np.full(t.shape, np.nan)
+        out["kl"] = np.where(counted & dist_x & dist_y, kl, np.nan)
+        out["same_top"] = counted & top_x & top_y & (arg_x == arg_y)
+    return out, counted, dtype
+
+
+def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, n_threads=None):
+    """Per-position statistics of a model's logits against integer targets, as a dict.
+
+    With ``Q = softmax(logits)`` and, when `ref_logits` is given, ``P = softmax(ref_logits)``
+    along `axis`, and the target ``t`` of each position:
+
+    ``nll``           ``-log Q[t]`` (as `cross_entropy` with ``reduction='none'``)
+    ``entropy``       ``-sum(Q log Q)``, a class with ``Q = 0`` adding 0
+    ``p_target``      ``Q[t]``
+    ``correct``       ``t`` is the first maximum of the logits (``np.argmax``)
+    ``counted``       ``t != ignore_index``
+    ``kl``            ``KL(P || Q) = sum(P (log P - log Q))``: a class with ``P = 0`` adds 0,
+                      one with ``P > 0 = Q`` makes it ``+inf``; clamped at 0 against rounding
+    ``same_top``      the first maxima of the two sets of logits are the same class
+    ``ref_nll``       ``-log P[t]``
+    ``ref_p_target``  ``P[t]``
+
+    A row with a NaN, a +inf or only -inf is not a distribution: its entropy and KL are NaN
+    (its NLL is what log_softmax gives), it is never ``correct`` or ``same_top`` (a row with a
+    +inf, whose top class is defined, can be). Ignored positions are NaN / False everywhere.
+
+    Parameters
+    ----------
+    logits : array_like
+        float32, float64, float16 or bfloat16 logits, classes along `axis`.
+    target : array_like of int
+        Class indices of the shape of `logits` without `axis`.
+    ref_logits : array_like, optional
+        Reference logits of the shape of `logits`, rounded to the dtype of `logits` first
+        when their dtype differs.
+    axis, ignore_index
+        As in `cross_entropy`.
+    n_threads : int, optional
+        Ignored.
+
+    Returns
+    -------
+    dict
+        Float fields in float32 (float64 for float64 logits), bool fields; the reference
+        fields only with `ref_logits`; 0-d results as NumPy scalars.
+    """
+    out, counted, dtype = _token_stats64(logits, target, ref_logits, axis, ignore_index)
+    rdt = np.float64 if dtype == np.float64 else np.float32
+    res = {k: (_result(v, rdt) if k in _STAT_FLOATS else np.asarray(v)[()]) for k, v in out.items()}
+    res["counted"] = np.asarray(counted)[()]
+    return res
+
+
+def kl_divergence(p_logits, q_logits, *, axis=-1, reduction="none", n_threads=None):
+    """``KL(P || Q) = sum(P (log P - log Q))`` with ``P = softmax(p_logits)``,
+    ``Q = softmax(q_logits)`` along `axis` (see `token_stats` for the special values).
+
+    Parameters
+    ----------
+    p_logits, q_logits : array_like
+        Logits of the same shape (float32, float64, float16, bfloat16). Different dtypes are
+        both converted to float64 if either is float64, else to float32.
+    axis : int, optional
+        The class axis.
+    reduction : {'none', 'sum', 'mean'}, optional
+        Per position, summed, or averaged over the positions (NaN for none).
+    n_threads : int, optional
+        Ignored.
+
+    Returns
+    -------
+    ndarray or scalar
+        float32, or float64 when computed in float64.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', not {reduction!r}")
+    p, q = np.asarray(p_logits), np.asarray(q_logits)
+    if p.shape != q.shape:
+        raise ValueError(f"`p_logits` has shape {p.shape} and `q_logits` has shape {q.shape}; "
+                         "they must be equal")
+    y, pdt, _ = _logits_last(p, axis)
+    x, qdt, _ = _logits_last(q, axis)
+    dtype = np.dtype(np.float64 if np.float64 in (pdt, qdt) else np.float32)
+    if p.dtype != q.dtype:  # both rounded to the common dtype
+        y, x = y.astype(dtype).astype(np.float64), x.astype(dtype).astype(np.float64)
+    logp, dist_y, _, _ = _distribution(y)
+    logq, dist_x, _, _ = _distribution(x)
+    kl = _kl_rows(y, logp, x, logq) if x.shape[-1] else np.full(x.shape[:-1], np.nan)
+    kl = np.where(dist_x & dist_y, kl, np.nan)
+    if reduction == "sum":
+        kl = kl.sum()
+    elif reduction == "mean":
+        with np.errstate(invalid="ignore"):
+            kl = kl.sum() / kl.size
+    return _result(kl, dtype)
+
+
+_REPORT_PERCENTILES = (("max", 100.0), ("p99.9", 99.9), ("p99", 99.0), ("p95", 95.0),
+                       ("p90", 90.0), ("median", 50.0), ("p10", 10.0), ("p5", 5.0), ("p1", 1.0),
+                       ("p0.1", 0.1), ("min", 0.0))
+
+
+def evaluate_reference(logits, target, ref_logits=None, *, axis=-1, ignore_index=-100):
+    """The report of `fastxent.Evaluator` for one batch, from `token_stats` in float64.
+
+    Over the counted positions (n of them): the mean NLL and its standard error
+    ``se = std(nll, ddof=1) / sqrt(n)``; perplexity ``exp(mean)`` with error ``ppl * se`` and
+    95% interval ``exp(mean -+ 1.959964 se)``; bits per token ``mean / ln 2``; top-1 accuracy
+    with error ``sqrt(p (1 - p) / (n - 1))``; mean entropy. With `ref_logits` also the
+    reference perplexity, the correlation of the two NLLs, ``mean(nll - ref_nll)`` =
+    ln(PPL/PPL_ref) with the standard error of that difference (which accounts for the
+    correlation), the PPL ratio, mean KL and its error, KL percentiles (NumPy's linear
+    interpolation), same-top proportion with its binomial error, and delta-p =
+    ``p_target - ref_p_target``: mean, RMS (error ``se(dp**2) / (2 rms)``) and percentiles.
+
+    Parameters
+    ----------
+    logits, target, ref_logits, axis, ignore_index
+        As in `token_stats`.
+
+    Returns
+    -------
+    dict
+        The keys of `Evaluator.report` (percentiles always included with `ref_logits`).
+    """
+    s, counted, _ = _token_stats64(logits, target, ref_logits, axis, ignore_index)
+    c = np.asarray(counted, bool)
+    v = {k: np.asarray(a)[c].astype(np.float64) for k, a in s.items()}
+    n = int(c.sum())
+
+    def mean_se(a):
+        if n == 0:
+            return np.nan, np.nan
+        return float(np.mean(a)), (float(np.std(a, ddof=1) / np.sqrt(n)) if n > 1 else np.nan)
+
+    def prop(k):
+        if n == 0:
+            return np.nan, np.nan
+        p = k / n
+        return p, (float(np.sqrt(p * (1 - p) / (n - 1))) if n > 1 else np.nan)
+
+    with np.errstate(all="ignore"):
+        r = {"tokens": n}
+        m, se = mean_se(v["nll"])
+        r["nll_mean"], r["nll_err"] = m, se
+        r["ppl"], r["ppl_err"] = float(np.exp(m)), float(np.exp(m) * se)
+        r["ppl_ci95"] = [float(np.exp(m - 1.959963984540054 * se)),
+                         float(np.exp(m + 1.959963984540054 * se))]
+        r["bits_per_token"], r["bits_per_token_err"] = m / np.log(2), se / np.log(2)
+        r["top1_accuracy"], r["top1_accuracy_err"] = prop(int(v["correct"].sum()))
+        r["entropy_mean"] = float(np.mean(v["entropy"])) if n else np.nan
+        if ref_logits is None:
+            return r
+        rm, rse = mean_se(v["ref_nll"])
+        r["ref_nll_mean"], r["ref_ppl"], r["ref_ppl_err"] = rm, float(np.exp(rm)), float(np.exp(rm) * rse)
+        r["nll_correlation"] = float(np.corrcoef(v["nll"], v["ref_nll"])[0, 1]) if n > 1 else np.nan
+        dm, dse = mean_se(v["nll"] - v["ref_nll"])
+        r["ln_ppl_ratio"], r["ln_ppl_ratio_err"] = dm, dse
+        r["ppl_ratio"], r["ppl_ratio_err"] = float(np.exp(dm)), float(np.exp(dm) * dse)
+        r["kl_mean"], r["kl_err"] = mean_se(v["kl"])
+        r["same_top"], r["same_top_err"] = prop(int(v["same_top"].sum()))
+        dp = v["p_target"] - v["ref_p_target"]
+        r["delta_p_mean"], r["delta_p_err"] = mean_se(dp)
+        msq, msq_se = mean_se(dp * dp)
+        rms = float(np.sqrt(msq))
+        r["delta_p_rms"] = rms
+        r["delta_p_rms_err"] = 0.5 * msq_se / rms if rms > 0 else np.nan
+        if n:
+            qs = [q for _, q in _REPORT_PERCENTILES]
+            for name, vals in (("kl_percentiles", v["kl"]), ("delta_p_percentiles", dp)):
+                r[name] = {k: float(x) for (k, _), x in zip(_REPORT_PERCENTILES, np.percentile(vals, qs))}
+    return r

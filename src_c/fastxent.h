@@ -111,4 +111,33 @@ void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
 void fx_vexp_float32(const float *x, float *out, int64_t n, int neg);
 void fx_vexp_float64(const double *x, double *out, int64_t n, int neg);
 
+/* Benchmark probe: sum of x[0..n) with independent vector accumulators (threads when n_threads > 1);
+ * timed by `python -m fastxent bench` as the machine's memory read bandwidth. */
+double fx_read_bandwidth_probe(const float *x, int64_t n, int n_threads);
+
+/* ---- evaluation statistics (fx_stats.inc) --------------------------------------
+ * Per row r of the logits x (Q = softmax(x)) and, optionally, of reference logits y
+ * (P = softmax(y)), from one read of each row; any output pointer may be NULL.
+ * Rows whose target is ignore_index are not read: NaN / 0 outputs. */
+typedef struct {
+    const int64_t *target;  /* class indices (checked), or NULL: every row, no target outputs */
+    int64_t ignore_index;
+    const void *ref;        /* reference logits in the logits' dtype, laid out as ref_rows, or NULL */
+    fx_rows ref_rows;
+    double *nll;            /* lse(x) - x[t] */
+    double *entropy;        /* -sum q log q */
+    double *p_target;       /* q[t] */
+    uint8_t *correct;       /* first argmax of x == t (0 for rows with NaN or only -inf) */
+    double *kl;             /* KL(P || Q) = sum p (log p - log q), needs ref */
+    uint8_t *same_top;      /* first argmax of x == first argmax of y, needs ref */
+    double *ref_nll;        /* lse(y) - y[t], needs ref */
+    double *ref_p_target;   /* p[t], needs ref */
+} fx_stats_opts;
+
+/* Per-token statistics: nll, entropy, p_target, correct and, with a reference, KL, same_top, ref_nll, ref_p_target. */
+void fx_token_stats_float32(const fx_rows *x, const fx_stats_opts *o, int n_threads);
+void fx_token_stats_float64(const fx_rows *x, const fx_stats_opts *o, int n_threads);
+void fx_token_stats_float16(const fx_rows *x, const fx_stats_opts *o, int n_threads);
+void fx_token_stats_bfloat16(const fx_rows *x, const fx_stats_opts *o, int n_threads);
+
 #endif

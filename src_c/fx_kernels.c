@@ -157,3 +157,29 @@ void fx_vexp_float32(const float *x, float *out, int64_t n, int neg) { fx_tables
 void fx_vexp_float64(const double *x, double *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float64(x, out, n, neg); }
 
 /* ---- evaluation statistics (fx_stats.inc): their own table and wrappers ---- */
+typedef struct {
+    void (*token_stats_float32)(const fx_rows *, const fx_stats_opts *, int);
+    void (*token_stats_float64)(const fx_rows *, const fx_stats_opts *, int);
+    void (*token_stats_float16)(const fx_rows *, const fx_stats_opts *, int);
+    void (*token_stats_bfloat16)(const fx_rows *, const fx_stats_opts *, int);
+} fx_stats_table;
+
+#define FX_STATS_TABLE(isa) {                                                     \
+        token_stats_float32_##isa, token_stats_float64_##isa,                     \
+        token_stats_float16_##isa, token_stats_bfloat16_##isa }
+
+static const fx_stats_table fx_stats_tables[FX_ISA_COUNT] = {
+    FX_STATS_TABLE(baseline),
+#if FX_X86
+    FX_STATS_TABLE(avx2),
+    FX_STATS_TABLE(avx512),
+#endif
+};
+
+#define FX_STATS_WRAPPER(d)                                                       \
+    void fx_token_stats_##d(const fx_rows *x, const fx_stats_opts *o, int nt)     \
+    { fx_stats_tables[fx_isa].token_stats_##d(x, o, nt); }
+FX_STATS_WRAPPER(float32)
+FX_STATS_WRAPPER(float64)
+FX_STATS_WRAPPER(float16)
+FX_STATS_WRAPPER(bfloat16)
