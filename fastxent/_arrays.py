@@ -102,7 +102,9 @@ def as_rows(a: np.ndarray, axes: tuple[int, ...]):
         y = y.reshape(batch_shape + (n_cols,))  # a view when possible, else a copy
     layout = _layout(y)
     if layout is None:
-        y = np.ascontiguousarray(y)
+        # unaligned data (e.g. an array unpickled from a network buffer by dask.distributed)
+        # stays unaligned under ascontiguousarray when it is already contiguous: copy it
+        y = np.ascontiguousarray(y) if y.flags.aligned else np.array(y, order="C")
         layout = _layout(y)
     return y, layout, batch_shape, n_cols
 

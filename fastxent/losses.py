@@ -314,6 +314,37 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     return res[0] if len(res) == 1 else tuple(res)
 
 
+def _xent_parts(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
+                z_loss=0.0, softcap=None, n_threads=None):
+    """The unreduced parts of `cross_entropy` for integer targets (no gradient), for callers that
+    reduce elsewhere (`fastxent.dask`): per-position loss and z-loss in float64 (target's shape;
+    z None when `z_loss` is 0), the per-position target weights of counted positions (float64,
+    flat; None without `weight`), the counted tokens and the result dtype.  The loss holds the
+    z-loss apart (`cross_entropy` adds them in `_reduce`)."""
+    eps = _check_scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zc = _check_scalar(z_loss, "z_loss", 0.0)
+    cap = 0.0 if softcap is None else _check_scalar(softcap, "softcap", 0.0, lo_open=True)
+    nt = resolve_n_threads(n_threads)
+    ignore_index = _check_ignore_index(ignore_index)
+    x = _check_logits(logits)
+    (ax,) = normalize_axes(axis, x.ndim)
+    rdt = result_dtype(x.dtype)
+    w = _check_weight(weight, x.shape[ax], rdt)
+    t_arr = np.asarray(target)
+    if t_arr.dtype.kind not in "iu":
+        raise TypeError(f"`target` must hold integer class indices, got dtype {t_arr.dtype}")
+    t64, counted = _check_target(t_arr, x, ax, ignore_index)
+    base, layout, batch, _ = as_rows(x, (ax,))
+    rows = layout[0] * layout[1]
+    loss = np.empty(rows, dtype=np.float64)
+    zl = np.zeros(rows, dtype=np.float64) if zc > 0.0 else None
+    if rows:
+        _core.xent_ex(base, layout, t64, None, layout, w, ignore_index, eps, zc, cap,
+                      None, None, 1.0, 1.0, loss, zl, nt)
+    wt = None if w is None else w[t64[t64 != ignore_index]].astype(np.float64)
+    return (loss.reshape(batch), None if zl is None else zl.reshape(batch), wt, counted, rdt)
+
+
 def _reduce(loss, zl, reduction, denom, counted, dt):
     """(loss [+ z], z) reduced; `denom` divides the loss part, `counted` the z part under "mean"."""
     if reduction == "none":

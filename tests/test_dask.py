@@ -1,0 +1,215 @@
+"""fastxent.dask: results equal the local functions for any row chunking; clear errors."""
+import os
+import time
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+from dask.delayed import Delayed  # noqa: E402
+
+import fastxent  # noqa: E402
+import fastxent.dask as fxd  # noqa: E402
+
+V = 37
+
+
+def _data(shape=(3, 50), dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (3 * rng.standard_normal(shape + (V,))).astype(dtype)
+    r = (x + rng.standard_normal(x.shape)).astype(dtype)
+    t = rng.integers(0, V, size=shape)
+    t[0, :7] = -100
+    t.flat[-3] = -100
+    return x, r, t
+
+
+# (leading-axes chunks) for logits of shape (3, 50, V): uneven last chunk, two chunked axes,
+# one chunk, one row per chunk along the first axis
+CHUNKINGS = [(3, 16), (2, 17), (1, 50), (3, 50), (1, 7)]
+
+
+def _dask(x, t, r, ch):
+    return (da.from_array(x, chunks=ch + (-1,)), da.from_array(t, chunks=ch),
+            da.from_array(r, chunks=ch + (-1,)))
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
+@pytest.mark.parametrize("ch", CHUNKINGS)
+def test_evaluate_report_is_identical(ch):
+    x, r, t = _data()
+    X, T, R = _dask(x, t, r, ch)
+    ev = fastxent.Evaluator()
+    ev.update(x, t, ref_logits=r)
+    lazy = fxd.evaluate(X, T, R, split_every=2)
+    assert isinstance(lazy, Delayed)
+    assert lazy.compute() == ev.report()           # bitwise, percentiles included
+    ev0 = fastxent.Evaluator(keep_per_token=False)
+    ev0.update(x, t)
+    assert fxd.evaluate(X, T, keep_per_token=False).compute() == ev0.report()
+    merged = fxd.evaluate(X, T, R, return_evaluator=True).compute()
+    assert isinstance(merged, fastxent.Evaluator) and merged.tokens == ev.tokens
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ch", CHUNKINGS)
+def test_losses_equal_local(ch, dtype):
+    x, r, t = _data(dtype=dtype)
+    X, T, _ = _dask(x, t, r, ch)
+    none = fxd.cross_entropy(X, T, reduction="none")
+    assert isinstance(none, da.Array) and none.chunks == T.chunks
+    got = none.compute()
+    want = fastxent.cross_entropy(x, t, reduction="none")
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    w = np.random.default_rng(1).random(V)
+    opts = [{}, dict(weight=w), dict(label_smoothing=0.1, z_loss=1e-3, softcap=4.0),
+            dict(weight=w, z_loss=1e-2)]
+    for kw in opts:
+        for red in ("mean", "sum"):
+            got = fxd.cross_entropy(X, T, reduction=red, **kw).compute()
+            want = fastxent.cross_entropy(x, t, reduction=red, **kw)
+            # exact per-block sums rounded once vs the local pairwise double sum: equal after
+            # rounding to float32; within 2 ulp of float64
+            assert got.dtype == want.dtype
+            np.testing.assert_array_max_ulp(got, want, maxulp=0 if dtype == np.float32 else 2)
+    got = fxd.perplexity(X, T).compute()
+    np.testing.assert_array_max_ulp(got, fastxent.perplexity(x, t),
+                                    maxulp=0 if dtype == np.float32 else 2)
+
+
+@pytest.mark.parametrize("ch", CHUNKINGS)
+def test_token_stats_equal_local(ch):
+    x, r, t = _data()
+    X, T, R = _dask(x, t, r, ch)
+    s = fxd.token_stats(X, T, ref_logits=R)
+    assert isinstance(s.kl, da.Array) and s.kl.chunks == T.chunks
+    got = dask.compute(s.as_dict())[0]
+    want = fastxent.token_stats(x, t, ref_logits=r).as_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        assert np.array_equal(got[k], want[k], equal_nan=True), k
+    assert fxd.token_stats(X, T).kl is None
+
+
+def test_per_sequence_and_axis():
+    x, r, t = _data()
+    X, T, _ = _dask(x, t, r, (2, 50))
+    got = fxd.perplexity(X, T, per_sequence=True).compute()
+    assert np.array_equal(got, fastxent.perplexity(x, t, per_sequence=True))
+    # classes on axis 0: moved to the end lazily, one chunk there
+    xt = np.ascontiguousarray(np.moveaxis(x, -1, 0))
+    Xt = da.from_array(xt, chunks=(-1, 2, 17))
+    got = fxd.cross_entropy(Xt, da.from_array(t, chunks=(2, 17)), axis=0).compute()
+    assert got == fastxent.cross_entropy(x, t)
+
+
+def test_from_npy(tmp_path):
+    x, r, t = _data(shape=(23, 5))
+    x, t = x.reshape(-1, V), t.reshape(-1)            # 115 rows in shards of 40, 40, 35
+    for i, a in enumerate(range(0, 115, 40)):
+        np.save(tmp_path / f"logits_{i}.npy", x[a:a + 40])
+        np.save(tmp_path / f"target_{i}.npy", t[a:a + 40])
+    X = fxd.from_npy(str(tmp_path / "logits_*.npy"))
+    T = fxd.from_npy(str(tmp_path / "target_*.npy"))
+    assert X.chunks == ((40, 40, 35), (V,)) and X.dtype == np.float32
+    ev = fastxent.Evaluator()
+    ev.update(x, t)
+    assert fxd.evaluate(X, T).compute() == ev.report()
+    X2 = fxd.from_npy(sorted(tmp_path.glob("logits_*.npy")), rows_per_chunk=16)
+    assert X2.chunks[0] == (16, 16, 8, 16, 16, 8, 16, 16, 3)
+    assert np.array_equal(X2.compute(), x)
+    with pytest.raises(FileNotFoundError, match="matches no .npy file"):
+        fxd.from_npy(str(tmp_path / "nothing_*.npy"))
+    np.save(tmp_path / "logits_9.npy", np.zeros((2, V + 1), np.float32))
+    with pytest.raises(ValueError, match="shards must agree beyond the first axis"):
+        fxd.from_npy(str(tmp_path / "logits_*.npy"))
+    with pytest.raises(ValueError, match="`rows_per_chunk` must be a positive integer"):
+        fxd.from_npy(str(tmp_path / "target_*.npy"), rows_per_chunk=0)
+
+
+def test_unaligned_blocks():
+    # dask.distributed hands tasks arrays unpickled from network buffers, which may be unaligned
+    x, r, t = _data(shape=(4, 5))
+    buf = np.zeros(x.nbytes + 1, np.uint8)[1:]
+    xu = buf.view(np.float32).reshape(x.shape)
+    xu[...] = x
+    assert not xu.flags.aligned
+    assert fastxent.cross_entropy(xu, t) == fastxent.cross_entropy(x, t)
+
+
+def test_errors():
+    x, r, t = _data()
+    X, T, R = _dask(x, t, r, (2, 17))
+    with pytest.raises(ValueError, match=r"class axis \(axis 2, 37 classes\) split into 2 chunks"
+                                         r".*logits.rechunk\(\{2: -1\}\)"):
+        fxd.evaluate(X.rechunk({2: 20}), T)
+    with pytest.raises(ValueError, match=r"`target` is chunked .* must match"):
+        fxd.cross_entropy(X, T.rechunk((3, 10)))
+    with pytest.raises(ValueError, match=r"`ref_logits` is chunked"):
+        fxd.token_stats(X, T, ref_logits=R.rechunk((3, 10, -1)))
+    with pytest.raises(TypeError, match=r"`logits` must be a dask array, got numpy.ndarray"):
+        fxd.cross_entropy(x, T)
+    with pytest.raises(TypeError, match=r"`target` must be a dask array, got numpy.ndarray"):
+        fxd.evaluate(X, t)
+    with pytest.raises(TypeError, match=r"`ref_logits` must be a dask array"):
+        fxd.evaluate(X, T, r)
+    with pytest.raises(TypeError, match="`target` must hold integer class indices"):
+        fxd.perplexity(X, T.astype(np.float32))
+    with pytest.raises(ValueError, match=r"`target` has shape \(3, 49\)"):
+        fxd.cross_entropy(X, T[:, 1:])
+    with pytest.raises(TypeError, match="`logits` has dtype int64"):
+        fxd.cross_entropy(X.astype(np.int64), T)
+    with pytest.raises(ValueError, match="`reduction` must be one of"):
+        fxd.cross_entropy(X, T, reduction="avg")
+    with pytest.raises(ValueError, match="`per_sequence=True` needs each sequence in one chunk"):
+        fxd.perplexity(X, T, per_sequence=True)
+    with pytest.raises(ValueError, match="`split_every` must be an integer >= 2"):
+        fxd.evaluate(X, T, split_every=1)
+    bad = t.copy()
+    bad[2, 40] = V
+    with pytest.raises(IndexError, match=f"`target` value {V} at position"):
+        fxd.evaluate(X, da.from_array(bad, chunks=(2, 17))).compute()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
+def test_local_cluster_processes(monkeypatch):
+    """A real cluster: 2 worker processes on loopback, started and closed here (~3 s).
+
+    distributed writes OMP_NUM_THREADS=1 (and MKL/OPENBLAS, MALLOC_TRIM_THRESHOLD_,
+    PYTHONHASHSEED) into the parent's os.environ when it spawns workers; every variable is
+    restored afterwards so later tests (and their subprocesses) see the original environment."""
+    for k, v in dict(os.environ).items():
+        monkeypatch.setenv(k, v)                   # restored on teardown...
+    for k in ("__DASK_PARENT_PID", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+              "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED"):
+        if k not in os.environ:
+            monkeypatch.setenv(k, "x")             # ...and these removed again if new
+            monkeypatch.delenv(k)
+    distributed = pytest.importorskip("distributed")
+    x, r, t = _data()
+    X, T, R = _dask(x, t, r, (2, 17))
+    t0 = time.monotonic()
+    try:
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, host="127.0.0.1")
+    except Exception as e:  # sandboxes without process spawning or loopback sockets
+        pytest.skip(f"LocalCluster cannot start here: {type(e).__name__}: {e}")
+    try:
+        with distributed.Client(cluster) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+            ev = fastxent.Evaluator()
+            ev.update(x, t, ref_logits=r)
+            assert fxd.evaluate(X, T, R).compute() == ev.report()
+            got = fxd.cross_entropy(X, T, reduction="none").compute()
+            assert np.array_equal(got, fastxent.cross_entropy(x, t, reduction="none"))
+            assert fxd.cross_entropy(X, T).compute() == fastxent.cross_entropy(x, t)
+    finally:
+        cluster.close()
+    assert time.monotonic() - t0 < 60
