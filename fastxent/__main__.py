@@ -10,17 +10,9 @@ import argparse
 import os
 import sys
 
-from ._cli_eval import add_eval_parser
+from ._cli_eval import _positive_int, add_eval_parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {n}")
-    return n
 
 
 def _cmd_bench(args) -> int:

@@ -143,6 +143,19 @@ cdef _need(cnp.ndarray a, dtype, Py_ssize_t n, str name):
         raise ValueError(f"internal: {name} must be a contiguous {dtype} array of >= {n} elements")
 
 
+cdef const int64_t *_checked_targets(cnp.ndarray target, int64_t rows, int64_t n_cols,
+                                     int64_t ignore_index) except? NULL:
+    """The data of a contiguous int64 target array, every value checked (never read out of bounds)."""
+    _need(target, "int64", rows, "target")
+    cdef const int64_t *t = <const int64_t *>cnp.PyArray_DATA(target)
+    cdef int64_t counted = 0, bad
+    with nogil:
+        bad = fx_check_targets(t, rows, n_cols, ignore_index, &counted)
+    if bad >= 0:
+        raise IndexError(f"internal: target {bad} out of range")
+    return t
+
+
 def check_targets(cnp.ndarray target, int64_t n_cols, int64_t ignore_index):
     """(first bad position or -1, count of non-ignored targets before it / in all)"""
     _need(target, "int64", target.size, "target")
@@ -253,12 +266,7 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     o.prob_rows = r
     o.grad_rows = r
     if target is not None:
-        _need(target, "int64", rows, "target")
-        o.target = <const int64_t *>cnp.PyArray_DATA(target)
-        with nogil:
-            bad = fx_check_targets(o.target, rows, r.n_cols, ignore_index, &counted)
-        if bad >= 0:
-            raise IndexError(f"internal: target {bad} out of range")
+        o.target = _checked_targets(target, rows, r.n_cols, ignore_index)
     elif prob is not None:
         if prob.dtype != compute_dtype(x.dtype.name):
             raise ValueError("internal: prob must have the logits' dtype")
@@ -387,12 +395,7 @@ def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, 
     o.ref_rows = r
     o.ignore_index = ignore_index
     if target is not None:
-        _need(target, "int64", rows, "target")
-        o.target = <const int64_t *>cnp.PyArray_DATA(target)
-        with nogil:
-            bad = fx_check_targets(o.target, rows, r.n_cols, ignore_index, &counted)
-        if bad >= 0:
-            raise IndexError(f"internal: target {bad} out of range")
+        o.target = _checked_targets(target, rows, r.n_cols, ignore_index)
     if ref is not None:
         if ref.dtype != x.dtype:
             raise ValueError("internal: ref must have the logits' dtype")
