@@ -2,6 +2,8 @@
 
 Environment:
   FASTXENT_NO_OPENMP=1   build without OpenMP (serial kernels).
+  FASTXENT_SANITIZE=1    add AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g); the module then
+                         needs libasan preloaded (tools/run_sanitized_tests.sh does it).
 """
 import glob
 import os
@@ -46,6 +48,10 @@ def _compiler_works(compiler, source, flags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+SANITIZE = os.environ.get("FASTXENT_SANITIZE", "0") not in ("", "0")
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+
+
 class BuildExt(build_ext):
     """build_ext that probes for OpenMP before compiling."""
 
@@ -63,12 +69,17 @@ class BuildExt(build_ext):
                 print("fastxent: OpenMP not found, building serial kernels", file=sys.stderr)
         if use_omp:
             print("fastxent: building with OpenMP", file=sys.stderr)
+        if SANITIZE:
+            print("fastxent: FASTXENT_SANITIZE is set, building with " + " ".join(SANITIZE_FLAGS), file=sys.stderr)
         for ext in self.extensions:
             if self.compiler.compiler_type != "msvc":
                 ext.extra_compile_args += ["-O3", "-fno-math-errno", "-Wno-psabi"]
             if use_omp:
                 ext.extra_compile_args += omp_cflags
                 ext.extra_link_args += omp_lflags
+            if SANITIZE:  # last, so that -O1 overrides -O3
+                ext.extra_compile_args += SANITIZE_FLAGS
+                ext.extra_link_args += SANITIZE_FLAGS
         super().build_extensions()
 
 

@@ -107,19 +107,38 @@ def _check_threads_arg(n_threads):
         raise ValueError("`n_threads` must be a non-zero integer or None, got 0")
 
 
+#: most threads one call starts (a larger request is capped: libgomp aborts or crashes when
+#: asked for tens of thousands of threads)
+MAX_THREADS = 256
+
+# GNU libgomp's thread pool does not survive fork(): a child that starts a parallel
+# region after its parent used one hangs.  A forked child therefore runs serially.
+_forked_child = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def resolve_n_threads(n_threads) -> int:
-    """Thread count for one call: None -> default; -k -> cpus + 1 - k; 1 without OpenMP."""
+    """Thread count for one call: None -> default; -k -> cpus + 1 - k; capped at MAX_THREADS;
+    1 without OpenMP and in a process forked from one that imported fastxent."""
     if n_threads is None:
         n_threads = _default_threads
         if n_threads is None:
-            return max(1, _core.omp_max_threads())
+            n_threads = max(1, _core.omp_max_threads())
     _check_threads_arg(n_threads)
     n = int(n_threads)
     if n < 0:
         n = max(1, _cpu_count() + 1 + n)
-    if not _core.openmp_enabled():
+    if not _core.openmp_enabled() or _forked_child:
         return 1
-    return n
+    return min(n, MAX_THREADS)
 
 
 def _isa_from_env() -> int:

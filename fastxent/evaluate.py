@@ -22,6 +22,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_rows, float_dtype, normalize_axes, result_dtype
 from ._config import resolve_n_threads
+from .losses import aligned_c
 
 __all__ = ["TokenStats", "token_stats", "kl_divergence", "Evaluator", "format_report"]
 
@@ -56,9 +57,12 @@ def _ref_like(ref, x: np.ndarray, name: str, other: str) -> np.ndarray:
 
 def _index(value, name: str) -> int:
     try:
-        return operator.index(value)
+        value = operator.index(value)
     except TypeError:
         raise TypeError(f"`{name}` must be an integer, got {value!r}") from None
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"`{name}` must fit in int64, got {value}")
+    return value
 
 
 def _targets(target, x: np.ndarray, ax: int, ignore_index: int):
@@ -72,9 +76,9 @@ def _targets(target, x: np.ndarray, ax: int, ignore_index: int):
                          f"and axis={ax} needs target shape {expected}")
     n_cols = x.shape[ax]
     big = np.iinfo(np.int64).max
-    if t.dtype == np.uint64 and t.size and int(t.max()) > big:
+    if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size and int(t.max()) > big:
         _bad_target(t, int(np.argmax(t > big)), n_cols)
-    t64 = np.ascontiguousarray(t, dtype=np.int64).reshape(-1)
+    t64 = aligned_c(t, np.int64).reshape(-1)
     bad, counted = _core.check_targets(t64, n_cols, ignore_index)
     if bad >= 0:
         _bad_target(t, bad, n_cols)

@@ -30,9 +30,9 @@ def _check_target(target, logits: np.ndarray, ax: int, ignore_index: int):
         raise ValueError(f"`target` has shape {t.shape} but `logits` with shape {logits.shape} "
                          f"and axis={ax} needs target shape {expected}")
     n_cols = logits.shape[ax]
-    if t.dtype == np.uint64 and t.size and int(t.max()) > np.iinfo(np.int64).max:
+    if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size and int(t.max()) > np.iinfo(np.int64).max:
         _raise_bad_target(t, int(np.argmax(t > np.iinfo(np.int64).max)), n_cols)
-    t64 = np.ascontiguousarray(t, dtype=np.int64)
+    t64 = aligned_c(t, np.int64)
     bad, counted = _core.check_targets(t64.reshape(-1), n_cols, ignore_index)
     if bad >= 0:
         _raise_bad_target(t, bad, n_cols)
@@ -47,9 +47,18 @@ def _raise_bad_target(t: np.ndarray, flat: int, n_cols: int):
 
 def _check_ignore_index(ignore_index) -> int:
     try:
-        return operator.index(ignore_index)
+        value = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"`ignore_index` must fit in int64, got {value}")
+    return value
+
+
+def aligned_c(a, dtype) -> np.ndarray:
+    """`a` as a C-contiguous, aligned array of `dtype` (the kernels' only requirement)."""
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.aligned else out.copy()
 
 
 def _nll(logits, target, axis, ignore_index, n_threads):
@@ -85,7 +94,7 @@ def _check_weight(weight, n_cols: int, dt: np.dtype):
         raise TypeError(f"`weight` must be a real array, got dtype {w.dtype}")
     if w.shape != (n_cols,):
         raise ValueError(f"`weight` must have shape ({n_cols},) (one weight per class), got {w.shape}")
-    w = np.ascontiguousarray(w, dtype=dt)
+    w = aligned_c(w, dt)
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         bad = int(np.argmax(~np.isfinite(w) | (w < 0)))
         raise ValueError(f"`weight` must be finite and >= 0; weight[{bad}] = {w[bad]}")

@@ -79,13 +79,14 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     a = np.asarray(a)
     kdt = float_dtype(a.dtype, "a")
     if b is not None:
-        b_in = b
+        weak = np.ndim(b) == 0 and not isinstance(b, (np.ndarray, np.generic))
         b = np.asarray(b)
-        float_dtype(b.dtype, "b")
-        # promote a and b together as SciPy does (NumPy rules: a Python number is weak,
-        # so float32 a with b=2.0 stays float32, with an int64 array b becomes float64)
-        both = float_dtype(np.result_type(a, b_in if np.ndim(b_in) == 0 and not isinstance(b_in, np.generic) else b), "b")
-        kdt = np.dtype(np.float64) if both == np.float64 else np.dtype(np.float32)
+        bdt = float_dtype(b.dtype, "b")
+        # a and b promoted together as SciPy does, with NumPy's rule that a Python number
+        # is weak (float32 a with b=2.0 stays float32; an int64 array b gives float64);
+        # 16-bit floats compute in float32
+        f64 = np.dtype(np.float64)
+        kdt = f64 if kdt == f64 or (not weak and bdt == f64) else np.dtype(np.float32)
         try:
             a, b = np.broadcast_arrays(a, b)
         except ValueError:
@@ -108,6 +109,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
             sgn = sgn.astype(dt, copy=False).reshape(kept_shape)
     else:
         b = np.atleast_1d(b).astype(np.float64, copy=False)
+        if not b.flags.aligned:
+            b = b.copy()
         base, _, batch, n_cols = as_rows(a, axes)
         rows = int(np.prod(batch, dtype=np.int64))
         a2 = base.reshape(rows, n_cols)
