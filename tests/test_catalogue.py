@@ -87,6 +87,8 @@ ROWS = [
      "`target` must hold integer class indices or floating class probabilities, got dtype bool"),
     ("cross_entropy", "cross_entropy(x, t, ignore_index=1.5)", TypeError,
      "`ignore_index` must be an integer, got 1.5"),
+    ("cross_entropy", "cross_entropy(x, t, ignore_index=2**63)", ValueError,
+     "`ignore_index` must fit in int64, got 9223372036854775808"),
     # ---------------------------------------------------------------- cross_entropy: options
     ("cross_entropy", "cross_entropy(x, t, reduction='avg')", ValueError,
      "`reduction` must be one of 'none', 'sum', 'mean', got 'avg'"),
@@ -151,6 +153,8 @@ ROWS = [
     ("Evaluator", "ev.update(x, np.array([0, 9]))", IndexError,
      "`target` value 9 at position (1,) is out of range for 3 classes (valid: 0..2 or ignore_index)"),
     ("Evaluator", "Evaluator(keep_per_token='yes')", TypeError, "`keep_per_token` must be a bool, got 'yes'"),
+    ("Evaluator", "Evaluator(ignore_index=-2**63 - 1)", ValueError,
+     "`ignore_index` must fit in int64, got -9223372036854775809"),
     ("Evaluator", "ev.merge({})", TypeError, "`other` must be an Evaluator, got dict"),
 ]
 
