@@ -22,7 +22,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_rows, float_dtype, normalize_axes, result_dtype
 from ._config import resolve_n_threads
-from .losses import aligned_c
+from .losses import _check_ignore_index, _check_target
 
 __all__ = ["TokenStats", "token_stats", "kl_divergence", "Evaluator", "format_report"]
 
@@ -55,42 +55,6 @@ def _ref_like(ref, x: np.ndarray, name: str, other: str) -> np.ndarray:
     return r
 
 
-def _index(value, name: str) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"`{name}` must be an integer, got {value!r}") from None
-    if not -2**63 <= value < 2**63:
-        raise ValueError(f"`{name}` must fit in int64, got {value}")
-    return value
-
-
-def _targets(target, x: np.ndarray, ax: int, ignore_index: int):
-    """Integer targets of the right shape and range as flat contiguous int64, and the count."""
-    t = np.asarray(target)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"`target` must hold integer class indices, got dtype {t.dtype}")
-    expected = x.shape[:ax] + x.shape[ax + 1:]
-    if t.shape != expected:
-        raise ValueError(f"`target` has shape {t.shape} but `logits` with shape {x.shape} "
-                         f"and axis={ax} needs target shape {expected}")
-    n_cols = x.shape[ax]
-    big = np.iinfo(np.int64).max
-    if t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size and int(t.max()) > big:
-        _bad_target(t, int(np.argmax(t > big)), n_cols)
-    t64 = aligned_c(t, np.int64).reshape(-1)
-    bad, counted = _core.check_targets(t64, n_cols, ignore_index)
-    if bad >= 0:
-        _bad_target(t, bad, n_cols)
-    return t64, counted
-
-
-def _bad_target(t: np.ndarray, flat: int, n_cols: int):
-    pos = tuple(int(i) for i in np.unravel_index(flat, t.shape))
-    raise IndexError(f"`target` value {t[pos]} at position {pos} is out of range for "
-                     f"{n_cols} classes (valid: 0..{n_cols - 1} or ignore_index)")
-
-
 _OUTPUTS = ("nll", "entropy", "p_target", "correct", "kl", "same_top", "ref_nll", "ref_p_target")
 _BOOL = ("correct", "same_top")
 _NEED_REF = ("kl", "same_top", "ref_nll", "ref_p_target")
@@ -103,11 +67,11 @@ def _raw(logits, target, ref_logits, axis, ignore_index, n_threads, want):
     result dtype); `want` names the outputs to compute (reference ones only with a reference).
     """
     nt = resolve_n_threads(n_threads)
-    ignore_index = _index(ignore_index, "ignore_index")
+    ignore_index = _check_ignore_index(ignore_index)
     x = _logits(logits, "logits")
     (ax,) = normalize_axes(axis, x.ndim)
     ref = None if ref_logits is None else _ref_like(ref_logits, x, "ref_logits", "logits")
-    t64, _ = _targets(target, x, ax, ignore_index)
+    t64, _ = _check_target(target, x, ax, ignore_index)
     base, layout, batch, _ = as_rows(x, (ax,))
     rbase = rlayout = None
     if ref is not None:
@@ -533,11 +497,14 @@ class Evaluator:
     """
 
     def __init__(self, ignore_index=-100, keep_per_token=True, *, axis=-1, n_threads=None):
-        self.ignore_index = _index(ignore_index, "ignore_index")
+        self.ignore_index = _check_ignore_index(ignore_index)
         if not isinstance(keep_per_token, (bool, np.bool_)):
             raise TypeError(f"`keep_per_token` must be a bool, got {keep_per_token!r}")
         self.keep_per_token = bool(keep_per_token)
-        self.axis = _index(axis, "axis")
+        try:
+            self.axis = operator.index(axis)
+        except TypeError:
+            raise TypeError(f"`axis` must be an integer, got {axis!r}") from None
         self.n_threads = n_threads
         self._has_ref = None      # decided by the first update with tokens: True / False
         self.tokens = 0
