@@ -82,14 +82,11 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
         weak = np.ndim(b) == 0 and not isinstance(b, (np.ndarray, np.generic))
         b = np.asarray(b)
         bdt = float_dtype(b.dtype, "b")
-        # a and b promoted together by NumPy's rules as SciPy does (a Python number is weak:
-        # float32 a with b=2.0 stays float32; int8 b keeps float32, int64 b gives float64),
-        # with 16-bit floats taken as float32 (they compute in float32)
-        f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
-        a_eff = f32 if kdt.itemsize == 2 else a.dtype
-        b_eff = f32 if bdt.itemsize == 2 else b.dtype
-        both = a_eff if weak else np.result_type(a_eff, b_eff)
-        kdt = f64 if float_dtype(both, "b") == f64 else f32
+        # a and b promoted together as SciPy does, with NumPy's rule that a Python number
+        # is weak (float32 a with b=2.0 stays float32; an int64 array b gives float64);
+        # 16-bit floats compute in float32
+        f64 = np.dtype(np.float64)
+        kdt = f64 if kdt == f64 or (not weak and bdt == f64) else np.dtype(np.float32)
         try:
             a, b = np.broadcast_arrays(a, b)
         except ValueError:

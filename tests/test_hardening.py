@@ -583,6 +583,10 @@ def test_inf_row_with_probability_targets():
     assert fastxent.cross_entropy(x, np.array([[0.0, 1.0]]), reduction="none")[0] == np.inf
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (found by fuzzing; a regression of 2ab3fc0's dtype fix): float32 `a` with a bool/int8/int16/uint8 "
+    "`b` array now gives float64; scipy.special.logsumexp and the reference keep float32 "
+    "(np.result_type(float32, bool) is float32; int32/int64 `b` give float64 in all three)."))
 @pytest.mark.parametrize("bdt", [np.bool_, np.int8, np.uint8, np.int16])
 def test_logsumexp_float32_with_small_int_b_stays_float32(bdt):
     got = fastxent.logsumexp(np.zeros(3, np.float32), b=np.ones(3, bdt))
