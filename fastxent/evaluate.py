@@ -20,9 +20,9 @@ from fractions import Fraction
 import numpy as np
 
 from . import _core
-from ._arrays import as_rows, float_dtype, normalize_axes, result_dtype
+from ._arrays import as_rows, float_dtype, result_dtype
 from ._config import resolve_n_threads
-from .losses import _check_ignore_index, _check_target
+from .losses import _check_ignore_index, _check_target, _class_axis
 
 __all__ = ["TokenStats", "token_stats", "kl_divergence", "Evaluator", "format_report"]
 
@@ -69,7 +69,7 @@ def _raw(logits, target, ref_logits, axis, ignore_index, n_threads, want):
     nt = resolve_n_threads(n_threads)
     ignore_index = _check_ignore_index(ignore_index)
     x = _logits(logits, "logits")
-    (ax,) = normalize_axes(axis, x.ndim)
+    ax = _class_axis(axis, x.ndim)
     ref = None if ref_logits is None else _ref_like(ref_logits, x, "ref_logits", "logits")
     t64, _ = _check_target(target, x, ax, ignore_index)
     base, layout, batch, _ = as_rows(x, (ax,))
@@ -166,7 +166,8 @@ def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, 
     Raises
     ------
     TypeError
-        If a logits dtype is not supported or `target` is not integer.
+        If a logits dtype is not supported, `target` is not integer or `axis` is
+        not one integer.
     ValueError
         If `target` or `ref_logits` has the wrong shape.
     IndexError
@@ -258,7 +259,7 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, reduction="none", n_threads=No
     Raises
     ------
     TypeError
-        If a dtype is not supported.
+        If a dtype is not supported or `axis` is not one integer.
     ValueError
         If the shapes differ or `reduction` is unknown.
     numpy.exceptions.AxisError
@@ -297,7 +298,7 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, reduction="none", n_threads=No
     if p.dtype != q.dtype:
         common = np.dtype(np.float64 if np.float64 in (p.dtype, q.dtype) else np.float32)
         p, q = p.astype(common, copy=False), q.astype(common, copy=False)
-    (ax,) = normalize_axes(axis, q.ndim)
+    ax = _class_axis(axis, q.ndim)
     qbase, qlayout, batch, _ = as_rows(q, (ax,))
     pbase, playout, _, _ = as_rows(p, (ax,))
     rows = qlayout[0] * qlayout[1]
@@ -435,9 +436,30 @@ def _exp(v: float) -> float:
 
 
 def _percentiles(values: np.ndarray) -> dict:
-    """Exact percentiles (NumPy's linear interpolation, as llama.cpp) of the kept values."""
-    qs = np.percentile(values.astype(np.float64), [q for _, q in PERCENTILES])
-    return {k: float(v) for (k, _), v in zip(PERCENTILES, qs)}
+    """Exact percentiles (NumPy's linear interpolation, as llama.cpp) of the kept values.
+
+    Percentile q is ``(1 - t) a + t b`` for the sorted values ``a, b`` around the virtual
+    index ``(n - 1) q / 100`` (fraction t).  Where a or b is infinite NumPy's formula gives
+    NaN (``inf - inf``, even for the maximum); the value is then its limit: the infinity
+    when it has a positive weight (``a``, or ``b`` with ``t > 0``), else ``a``; NaN only
+    between ``-inf`` and ``+inf``.  So one token with KL = +inf makes ``max`` and the high
+    percentiles that reach it +inf and leaves the others finite.  NaN values make every
+    percentile NaN, as in NumPy.
+    """
+    v = values.astype(np.float64)
+    qs = [q for _, q in PERCENTILES]
+    with np.errstate(invalid="ignore"):
+        res = np.percentile(v, qs)
+    if np.isinf(v).any() and not np.isnan(v).any():
+        srt = np.sort(v)
+        h = (srt.size - 1) * (np.asarray(qs, dtype=np.float64) / 100)  # NumPy's virtual index
+        lo = np.floor(h).astype(np.intp)
+        t = h - lo
+        a, b = srt[lo], srt[np.minimum(lo + 1, srt.size - 1)]
+        limit = np.where((t == 0) | (a == b), a,
+                         np.where(np.isinf(a) & np.isinf(b), np.nan, np.where(np.isinf(a), a, b)))
+        res = np.where(np.isinf(a) | np.isinf(b), limit, res)
+    return {k: float(v) for (k, _), v in zip(PERCENTILES, res)}
 
 
 # --------------------------------------------------------------------------- Evaluator

@@ -8,6 +8,8 @@ PyTorch (``ignore_index``, ``reduction``, ``weight``, ``label_smoothing``, class
 targets) and Liger-Kernel (``z_loss``, ``softcap``), with the gradient in closed form.
 """
 
+import operator
+
 import numpy as np
 from numpy.exceptions import AxisError
 from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
@@ -42,6 +44,20 @@ def _result(values, dtype):
     return np.asarray(values, dtype=dtype)[()]
 
 
+def _promoted(x):
+    """`x` as an operand of ``np.result_type`` in scipy's promotion of `a` and `b`.
+
+    A Python bool, int or float stays itself: a "weak" scalar (NEP 50) that takes the other
+    operand's dtype. Anything else (NumPy scalars and 0-d arrays too) counts by its array dtype,
+    16-bit floats as float32.
+    """
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        return x
+    dtype = np.asarray(x).dtype
+    sixteen_bit = (dtype.kind == "f" or dtype.name == "bfloat16") and dtype.itemsize == 2
+    return np.dtype(np.float32) if sixteen_bit else dtype
+
+
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_threads=None):
     """Log of the sum of exponentials, ``log(sum(b * exp(a)))``, as ``scipy.special.logsumexp``.
 
@@ -63,7 +79,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     Returns
     -------
     res : ndarray or scalar
-        ``log(abs(sum))``; -inf for an empty reduction.
+        ``log(abs(sum))``; -inf for an empty reduction. Its dtype is that of `a` as converted
+        above, or with `b` scipy's ``np.result_type(a, b, 1.0)`` (Python numbers weak), where
+        16-bit floats count as float32 (scipy returns float16 for float16 and does not
+        support bfloat16).
     sgn : ndarray or scalar
         Only if `return_sign`: the sign of the sum (scipy gives -1 for an empty reduction).
 
@@ -76,13 +95,13 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     (``[-750]`` with ``b=[-1]``). Unlike scipy, empty input of two or more dimensions with
     ``axis=None`` gives -inf (scipy raises IndexError).
     """
-    a = _float_input(a, "a")
+    a_raw, a = a, _float_input(a, "a")
     dtype = a.dtype
     if b is not None:
         if np.asarray(b).dtype.kind == "c":
             raise TypeError("`b` must be real: complex input is not supported")
-        # Python scalars take part in promotion as "weak" types, as in scipy.
-        dtype = np.result_type(dtype, b if isinstance(b, (int, float)) else np.asarray(b))
+        _float_input(b, "b")
+        dtype = np.result_type(_promoted(a_raw), _promoted(b), 1.0)  # scipy's xp_promote
         a, b = np.broadcast_arrays(a, np.asarray(b, dtype=np.float64))
         b = np.atleast_1d(b)
     a = np.atleast_1d(a).astype(np.float64)  # scipy treats 0-d input as 1-d
@@ -176,6 +195,10 @@ def _logits_last(logits, axis):
     dtype = x.dtype
     if x.ndim == 0:
         raise AxisError("`logits` must have at least one dimension (the class axis)")
+    try:
+        axis = operator.index(axis)  # one class axis: not a tuple, not None
+    except TypeError:
+        raise TypeError(f"`axis` must be an integer (the class axis), got {axis!r}") from None
     axis = normalize_axis_index(axis, x.ndim)
     return np.moveaxis(x, axis, -1).astype(np.float64), dtype, axis
 
@@ -618,6 +641,30 @@ _REPORT_PERCENTILES = (("max", 100.0), ("p99.9", 99.9), ("p99", 99.0), ("p95", 9
                        ("p0.1", 0.1), ("min", 0.0))
 
 
+def _percentiles(values, qs):
+    """``np.percentile(values, qs)`` (linear interpolation), with infinities handled.
+
+    Percentile q is ``(1 - t) * a + t * b`` for the sorted values ``a``, ``b`` around the
+    virtual index ``(n - 1) * q / 100`` with fraction ``t``. Where ``a`` or ``b`` is infinite
+    NumPy's formula gives NaN (``inf - inf``, even for the maximum); the value is its limit:
+    the infinity among the values with positive weight, ``a`` when that has none, NaN when they
+    hold both -inf and +inf. NaN values make every percentile NaN, as in NumPy.
+    """
+    with np.errstate(invalid="ignore"):
+        out = np.percentile(values, qs)
+    s = np.sort(values)
+    if np.isnan(s).any():
+        return out
+    for i, q in enumerate(qs):
+        h = (len(s) - 1) * (q / 100)
+        lo = int(np.floor(h))
+        a, b, t = s[lo], s[min(lo + 1, len(s) - 1)], h - lo
+        if np.isinf(a) or np.isinf(b):
+            infs = {v for v in ([a] if t == 0 else [a, b]) if np.isinf(v)}  # those with weight
+            out[i] = a if not infs else infs.pop() if len(infs) == 1 else np.nan
+    return out
+
+
 def evaluate_reference(logits, target, ref_logits=None, *, axis=-1, ignore_index=-100):
     """The report of `fastxent.Evaluator` for one batch, from `token_stats` in float64.
 
@@ -628,8 +675,9 @@ def evaluate_reference(logits, target, ref_logits=None, *, axis=-1, ignore_index
     reference perplexity, the correlation of the two NLLs, ``mean(nll - ref_nll)`` =
     ln(PPL/PPL_ref) with the standard error of that difference (which accounts for the
     correlation), the PPL ratio, mean KL and its error, KL percentiles (NumPy's linear
-    interpolation), same-top proportion with its binomial error, and delta-p =
-    ``p_target - ref_p_target``: mean, RMS (error ``se(dp**2) / (2 rms)``) and percentiles.
+    interpolation; an infinity with positive weight gives that infinity, see `_percentiles`),
+    same-top proportion with its binomial error, and delta-p = ``p_target - ref_p_target``:
+    mean, RMS (error ``se(dp**2) / (2 rms)``) and percentiles.
 
     Parameters
     ----------
@@ -686,5 +734,5 @@ def evaluate_reference(logits, target, ref_logits=None, *, axis=-1, ignore_index
         if n:
             qs = [q for _, q in _REPORT_PERCENTILES]
             for name, vals in (("kl_percentiles", v["kl"]), ("delta_p_percentiles", dp)):
-                r[name] = {k: float(x) for (k, _), x in zip(_REPORT_PERCENTILES, np.percentile(vals, qs))}
+                r[name] = {k: float(x) for (k, _), x in zip(_REPORT_PERCENTILES, _percentiles(vals, qs))}
     return r

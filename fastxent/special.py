@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._arrays import as_float_array, as_rows, float_dtype, normalize_axes, result_dtype, strided_layout
+from ._arrays import (as_float_array, as_rows, float_dtype, is_bfloat16, normalize_axes, result_dtype,
+                      strided_layout)
 from ._config import resolve_n_threads
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_threads=None):
@@ -37,10 +40,15 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     -------
     res : ndarray or scalar
         ``log(sum(b * exp(a)))`` (its absolute value's log with
-        `return_sign`).  float64 input gives float64, float32/float16/bfloat16 give
-        float32, integers and bool float64;
-        a 0-d result is returned as a NumPy scalar.  An empty reduction gives
-        ``-inf``.
+        `return_sign`); a 0-d result is returned as a NumPy scalar.  An empty
+        reduction gives ``-inf``.  Without `b`: float64 for float64, integer and
+        bool input, float32 for float32, float16 and bfloat16.  With `b`:
+        SciPy's dtype, ``np.result_type(a, b, 1.0)`` in which a Python number
+        is weak (NEP 50), with float16 and bfloat16 operands counted as
+        float32.  So float32 `a` stays float32 with a bool, int8, int16, uint8,
+        uint16 or float16 `b` and with ``b=2.0``, and gives float64 with an
+        int32, int64 or float64 `b` (NumPy scalars and 0-d arrays included);
+        bool, int8 or int16 `a` with a float32 `b` gives float32.
     sgn : ndarray or scalar
         The sign (+1, 0, -1, or NaN) of the sum, when `return_sign` is True.
 
@@ -64,6 +72,14 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     vectorised (see ``fastxent.show_config``); the weighted form follows
     SciPy's algorithm step by step in scalar double precision.
 
+    The result dtype is SciPy's except for 16-bit floats: where SciPy returns
+    float16 (float16 input, alone or with a bool, 8-bit integer or float16
+    `b`) fastxent returns float32, the dtype it returns for 16-bit input
+    everywhere, as its kernels compute in double.  SciPy does not support
+    bfloat16 (NumPy cannot promote it with SciPy's Python ``1.0``: SciPy
+    returns float64 or raises TypeError); fastxent promotes it as it
+    promotes float16.
+
     Examples
     --------
     >>> import numpy as np
@@ -71,22 +87,19 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     >>> float(logsumexp(np.arange(10.0)))  # doctest: +ELLIPSIS
     9.45862974442671...
     >>> logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]]), axis=1)
-    array([   0.69314718, 1000.69314718])
+    array([6.93147181e-01, 1.00069315e+03])
     >>> logsumexp([1.0, 2.0], b=[1, -1], return_sign=True)  # doctest: +ELLIPSIS
     (np.float64(1.54132485461291...), np.float64(-1.0))
     """
     nt = resolve_n_threads(n_threads)
-    a = np.asarray(a)
+    a_raw, a = a, np.asarray(a)
     kdt = float_dtype(a.dtype, "a")
     if b is not None:
-        weak = np.ndim(b) == 0 and not isinstance(b, (np.ndarray, np.generic))
-        b = np.asarray(b)
-        bdt = float_dtype(b.dtype, "b")
-        # a and b promoted together as SciPy does, with NumPy's rule that a Python number
-        # is weak (float32 a with b=2.0 stays float32; an int64 array b gives float64);
-        # 16-bit floats compute in float32
-        f64 = np.dtype(np.float64)
-        kdt = f64 if kdt == f64 or (not weak and bdt == f64) else np.dtype(np.float32)
+        b_raw, b = b, np.asarray(b)
+        float_dtype(b.dtype, "b")
+        # the weighted kernel reads `a` converted to the result dtype (float32 or float64), as
+        # SciPy converts it (exactly, except int64 beyond 2**53 as in SciPy)
+        kdt = _weighted_result_dtype(a_raw, a, b_raw, b)
         try:
             a, b = np.broadcast_arrays(a, b)
         except ValueError:
@@ -130,6 +143,30 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
         sgn = sgn[()] if sgn.ndim == 0 else sgn
         return out, sgn
     return out
+
+
+def _promotion_operand(raw, arr: np.ndarray):
+    """How an argument takes part in SciPy's promotion: a Python bool/int/float as itself
+    (a "weak" scalar under NEP 50), anything else by its array dtype, 16-bit floats as float32."""
+    if isinstance(raw, (bool, int, float)) and not isinstance(raw, np.generic):
+        return raw
+    if arr.dtype.itemsize == 2 and (arr.dtype.kind == "f" or is_bfloat16(arr.dtype)):
+        return _F32
+    return arr.dtype
+
+
+def _weighted_result_dtype(a_raw, a: np.ndarray, b_raw, b: np.ndarray) -> np.dtype:
+    """Result dtype of ``logsumexp(a, b=b)``: SciPy 1.17's rule with 16-bit floats as float32.
+
+    scipy.special.logsumexp promotes with ``np.result_type(a, b, 1.0)`` (``xp_promote`` with
+    ``force_floating``): Python numbers are weak, NumPy scalars and 0-d arrays are not, and
+    sequences count as the arrays ``np.asarray`` makes of them.  A float16 operand gives
+    float32 here where SciPy gives float16, as without `b` (the same dtype either way
+    whenever SciPy's is float32 or float64); bfloat16 counts as float16 (SciPy itself gives
+    float64 or fails on bfloat16, which NumPy cannot promote with a Python float).
+    """
+    res = np.result_type(_promotion_operand(a_raw, a), _promotion_operand(b_raw, b), 1.0)
+    return _F64 if res.itemsize == 8 else _F32
 
 
 def _rows_like(b: np.ndarray, axes) -> np.ndarray:

@@ -33,6 +33,7 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 #   g  = np.full((2, 3), 7.0)            a grad_out            ro  = g, read-only
 #   gF = np.full((2, 3), 7.0, order="F") (class axis strided)  g32 = g in float32
 #   xs, gs = two overlapping (2, 3) views of one buffer (gs starts one element after xs)
+#   gU = a (2, 3) float64 grad_out at byte offset 1 of a uint8 buffer (unaligned)
 #   ev = Evaluator()
 ROWS = [
     # ---------------------------------------------------------------- logsumexp
@@ -85,6 +86,8 @@ ROWS = [
      "got (2,); class indices must be integers"),
     ("cross_entropy", "cross_entropy(x, np.array([True, False]))", TypeError,
      "`target` must hold integer class indices or floating class probabilities, got dtype bool"),
+    ("cross_entropy", "cross_entropy(np.zeros((2, 3, 4)), np.zeros(4, np.int64), axis=(0, 1))", TypeError,
+     "`axis` must be an integer (the class axis), got (0, 1)"),
     ("cross_entropy", "cross_entropy(x, t, ignore_index=1.5)", TypeError,
      "`ignore_index` must be an integer, got 1.5"),
     ("cross_entropy", "cross_entropy(x, t, ignore_index=2**63)", ValueError,
@@ -119,6 +122,12 @@ ROWS = [
     ("cross_entropy", "cross_entropy(x, t, return_grad=True, grad_out=gF)", ValueError,
      "`grad_out` must have a contiguous class axis and rows that fold into at most two strided levels "
      "(a C-contiguous array of the logits' shape always works)"),
+    ("cross_entropy", "cross_entropy(x, t, return_grad=True, grad_out=gU)", ValueError,
+     "`grad_out` is not aligned (its float64 elements must start at addresses that are multiples of 8 bytes); "
+     "it must be an aligned array with a C-contiguous class axis (a C-contiguous array of the logits' shape "
+     "always works)"),
+    ("cross_entropy", "cross_entropy(x, t, axis=(0, 1), return_grad=True, grad_out=x)", TypeError,
+     "`axis` must be an integer (the class axis), got (0, 1)"),
     ("cross_entropy", "cross_entropy(xs, t, return_grad=True, grad_out=gs)", ValueError,
      "`grad_out` overlaps `logits`; it may only be the logits array itself (in-place) or memory of its own"),
     ("cross_entropy", "cross_entropy(x, p, return_grad=True, grad_out=p)", ValueError,
@@ -201,7 +210,9 @@ def namespace():
               kl_divergence=kl_divergence, Evaluator=Evaluator)
     ns.update(x=np.zeros((2, 3)), x32=np.zeros((2, 3), np.float32), t=np.array([0, 2]), p=np.full((2, 3), 1 / 3),
               g=np.full((2, 3), 7.0), g32=np.full((2, 3), 7.0, np.float32), ro=ro, gF=gF,
-              xs=buf[:6].reshape(2, 3), gs=buf[1:].reshape(2, 3), ev=Evaluator())
+              xs=buf[:6].reshape(2, 3), gs=buf[1:].reshape(2, 3), ev=Evaluator(),
+              gU=np.full(49, 7, np.uint8)[1:].view(np.float64).reshape(2, 3))
+    assert not ns["gU"].flags.aligned
     return ns
 
 
@@ -291,7 +302,8 @@ def render() -> str:
         "Names in the calls: `x = np.zeros((2, 3))` (float64 logits), `x32` (the same in float32),",
         "`t = np.array([0, 2])`, `p = np.full((2, 3), 1/3)` (probability targets), `g = np.full((2, 3), 7.0)`",
         "(a gradient buffer), `g32` (float32), `ro` (read-only), `gF` (Fortran order: class axis strided),",
-        "`xs`/`gs` (two overlapping views of one buffer), `ev = Evaluator()`.",
+        "`xs`/`gs` (two overlapping views of one buffer), `gU` (a float64 gradient buffer at byte offset 1",
+        "of a uint8 buffer: unaligned), `ev = Evaluator()`.",
         "",
         "| # | function | call | exception | message |",
         "|---|---|---|---|---|",

@@ -176,3 +176,51 @@ def test_integer_logits_rejected_by_losses(mod, name, dtype):
     with pytest.raises(TypeError, match="`logits`") as err:
         call(mod, name, np.ones((2, 3), dtype))
     err.match("float32")
+
+
+# --------------------------------------------------------------------------- the class axis, grad_out
+@pytest.mark.parametrize("name", LOSSES + ["token_stats"])
+@pytest.mark.parametrize("axis", [(0, 1), (1,), [2], None, 1.5])
+def test_class_axis_must_be_one_integer(mod, name, axis):
+    """The losses reduce over exactly one axis: a tuple (even of one axis), a list, None or a float
+    is a TypeError naming `axis` and showing the value (a tuple was an unpacking error)."""
+    logits = np.zeros((2, 3, 4))
+    with pytest.raises(TypeError, match="`axis`") as err:
+        getattr(mod, name)(logits, np.zeros(4, np.int64), axis=axis)
+    err.match(re.escape(repr(axis)))
+
+
+@pytest.mark.parametrize("axis", [(0, 1), None])
+def test_kl_divergence_class_axis_must_be_one_integer(mod, axis):
+    with pytest.raises(TypeError, match="`axis`") as err:
+        mod.kl_divergence(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), axis=axis)
+    err.match(re.escape(repr(axis)))
+
+
+def test_tuple_class_axis_raises_before_writing_in_place():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    before = x.copy()
+    with pytest.raises(TypeError, match=re.escape("`axis` must be an integer (the class axis), got (0, 1)")):
+        fastxent.cross_entropy(x, np.zeros(4, np.int64), axis=(0, 1), return_grad=True, grad_out=x)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_unaligned_grad_out_names_grad_out(dtype, axis):
+    """A grad_out that is C-contiguous but unaligned (a view at byte offset 1 of a uint8 buffer) was
+    reported as a bad class axis; the message names `grad_out` and alignment, and nothing is
+    written.  (The reference writes into any writeable array: only fastxent raises.)"""
+    x = np.zeros((2, 3), dtype)
+    t = np.array([0, 2])
+    buf = np.full(x.nbytes + 1, 7, np.uint8)
+    g = buf[1:].view(dtype).reshape(x.shape)
+    assert not g.flags.aligned and g.flags.c_contiguous
+    before = buf.copy()
+    with pytest.raises(ValueError, match=r"^`grad_out` is not aligned") as err:
+        fastxent.cross_entropy(x if axis == -1 else x.T, t, axis=axis, return_grad=True,
+                               grad_out=g if axis == -1 else g.T)
+    err.match(f"multiples of {np.dtype(dtype).itemsize} bytes")
+    err.match("C-contiguous class axis")
+    assert "class axis and rows" not in str(err.value)
+    np.testing.assert_array_equal(buf, before)

@@ -444,3 +444,50 @@ def test_evaluator_rules(rng):
     one = Evaluator()
     one.update(x[:1], np.array([0]))
     assert one.report()["tokens"] == 1 and math.isnan(one.report()["nll_err"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kl_percentiles_with_an_infinite_kl(rng, dtype):
+    """One token's KL is +inf (reference mass on a class whose model logit is -inf).  NumPy's
+    np.percentile gives NaN for every percentile that touches it (inf - inf in its interpolation
+    formula, even for the maximum), which the report used to show.  The percentile is the limit of
+    the interpolation: with 10 tokens (virtual index 9 q / 100) max, p99.9, p99, p95 and p90 put a
+    positive weight on the +inf and are +inf; the median and below are finite, NumPy's values."""
+    x = rng.standard_normal((10, 5)).astype(dtype)
+    y = (x + rng.standard_normal((10, 5)) * 0.5).astype(dtype)
+    x[3, 1] = -np.inf
+    t = np.array([0, 1, 2, 0, 4, 3, 2, 1, 0, 4])
+    ev = Evaluator()
+    ev.update(x, t, y)
+    got = ev.report()
+    kl = got["kl_percentiles"]
+    assert [k for k, v in kl.items() if v == INF] == ["max", "p99.9", "p99", "p95", "p90"]
+    finite = {k: v for k, v in kl.items() if v != INF}
+    assert all(math.isfinite(v) for v in finite.values()), kl
+    kls = fastxent.token_stats(x, t, ref_logits=y).kl.astype(np.float32).astype(np.float64)  # as kept
+    assert kls[3] == INF and np.isfinite(np.delete(kls, 3)).all()
+    qs = dict(fastxent.evaluate.PERCENTILES)
+    for k, v in finite.items():  # NumPy is right where the +inf has no weight
+        assert v == np.percentile(kls, qs[k]), k
+    assert math.isfinite(got["delta_p_percentiles"]["max"])
+    compare_reports(got, reference.evaluate_reference(widen(x), t, widen(y)), result_dtype_of(x))
+
+
+def test_percentiles_next_to_infinities():
+    """The interpolation's limit wherever an infinity is an endpoint; NaN only between -inf and +inf
+    with both weighted, or when a value is NaN (as NumPy); finite samples give np.percentile's bits."""
+    from fastxent.evaluate import PERCENTILES, _percentiles
+    qs = [q for _, q in PERCENTILES]
+    cases = [
+        ([0.1, 0.2, 0.3, INF], [INF] * 5 + [0.25, 0.13, 0.115, 0.103, 0.1003, 0.1]),
+        ([INF, INF], [INF] * 11),
+        ([-INF, 0.0, INF], [INF] * 5 + [0.0] + [-INF] * 5),   # median: index 1 exactly, no weight on +-inf
+        ([-INF, INF], [INF] + [NAN] * 9 + [-INF]),              # p99.9 .. p0.1 weigh both
+        ([0.5, NAN, INF], [NAN] * 11),
+    ]
+    for values, expected in cases:
+        got = np.array(list(_percentiles(np.array(values)).values()))
+        np.testing.assert_allclose(got, expected, rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(reference._percentiles(np.array(values), qs), got)
+    v = np.random.default_rng(1).standard_normal(37)
+    assert list(_percentiles(v).values()) == list(np.percentile(v, qs))
