@@ -54,9 +54,9 @@
 
 /* ---- dispatch ------------------------------------------------------------ */
 #define FX_DTYPE_FNS(d, C)                                                        \
-    int (*lse_##d)(const fx_rows *, double *, fx_state *, int);                   \
+    int (*lse_##d)(const fx_rows *, double *, int);                               \
     void (*softmax_##d)(const fx_rows *, C *, int, int);                          \
-    int (*xent_##d)(const fx_rows *, const int64_t *, int64_t, double *, fx_state *, int); \
+    int (*xent_##d)(const fx_rows *, const int64_t *, int64_t, double *, int);   \
     void (*xent_ex_##d)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
 typedef struct {
     FX_DTYPE_FNS(float32, float)
@@ -122,30 +122,13 @@ const char *fx_isa_name(int isa)
     return isa >= 0 && isa < FX_ISA_COUNT ? fx_isa_names[isa] : "unknown";
 }
 
-/* the per-row states of lse/xent live in one array per call (rows x 24 bytes) */
-static fx_state *fx_states(const fx_rows *x)
-{
-    int64_t rows = x->n_outer * x->n_inner;
-    return (fx_state *)malloc((size_t)(rows > 0 ? rows : 1) * sizeof(fx_state));
-}
-
 #define FX_DTYPE_WRAPPERS(d, C)                                                               \
     int fx_lse_##d(const fx_rows *x, double *out, int nt)                                     \
-    {                                                                                         \
-        fx_state *st = fx_states(x);                                                          \
-        int rc = st ? fx_tables[fx_isa].lse_##d(x, out, st, nt) : -1;                         \
-        free(st);                                                                             \
-        return rc;                                                                            \
-    }                                                                                         \
+    { return fx_tables[fx_isa].lse_##d(x, out, nt); }                                           \
     void fx_softmax_##d(const fx_rows *x, C *out, int lg, int nt)                               \
     { fx_tables[fx_isa].softmax_##d(x, out, lg, nt); }                                          \
     int fx_xent_##d(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt)     \
-    {                                                                                         \
-        fx_state *st = fx_states(x);                                                          \
-        int rc = st ? fx_tables[fx_isa].xent_##d(x, t, ig, loss, st, nt) : -1;                \
-        free(st);                                                                             \
-        return rc;                                                                            \
-    }                                                                                         \
+    { return fx_tables[fx_isa].xent_##d(x, t, ig, loss, nt); }                                  \
     void fx_xent_ex_##d(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zl, int nt) \
     { fx_tables[fx_isa].xent_ex_##d(x, o, loss, zl, nt); }
 FX_DTYPE_WRAPPERS(float32, float)
