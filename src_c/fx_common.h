@@ -23,8 +23,6 @@ typedef struct {
     double c;
     double r;
     int nan;
-    int has_ls;  /* ls = log1p((c - 1) + r) was computed already (small-class lanes) */
-    double ls;
 } fx_state;
 
 #define FX_BLOCK 2048 /* elements per block: a block is re-read from L1 for the exp pass */
@@ -32,7 +30,7 @@ typedef struct {
 
 static inline fx_state fx_state_combine(fx_state a, fx_state b)
 {
-    fx_state x = {0.0, 0.0, 0.0, 0, 0, 0.0};
+    fx_state x = {0.0, 0.0, 0.0, 0};
     x.nan = a.nan | b.nan;
     if (b.m == -INFINITY) { x.m = a.m; x.c = a.c; x.r = a.r; return x; }
     if (a.m == -INFINITY) { x.m = b.m; x.c = b.c; x.r = b.r; return x; }
@@ -44,7 +42,7 @@ static inline fx_state fx_state_combine(fx_state a, fx_state b)
 }
 
 /* log(sum exp(x - m)) and the sum itself, for a finite m */
-static inline double fx_state_logsum(fx_state st) { return st.has_ls ? st.ls : log1p((st.c - 1.0) + st.r); }
+static inline double fx_state_logsum(fx_state st) { return log1p((st.c - 1.0) + st.r); }
 static inline double fx_state_sum(fx_state st) { return st.c + st.r; }
 
 /* log-sum-exp of a state: NaN if any NaN, +-inf passes through, else m + log(sum) */
