@@ -563,24 +563,54 @@ def test_logsumexp_bfloat16_with_b(b):
     assert abs(float(got) - (1.0 + math.log(6.0))) < 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (found by fuzzing, minor): a z_loss beyond the float32 range (accepted: any finite value) "
-    "overflows in the float32 kernel and gives NaN gradient entries (inf * 0) where the exact ones "
-    "are 0 or finite; the reference gives them."))
-def test_huge_z_loss_gradient_float32():
-    x = np.array([[0.0, 1.0, -200.0]], np.float32)
-    _, g = fastxent.cross_entropy(x, np.array([1]), z_loss=1e300, return_grad=True)
+def _reference_losses(x, target, **kw):
+    from fastxent import reference
+    return reference.cross_entropy(x, target, **kw)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("opts", [{}, {"softcap": 30.0}, {"label_smoothing": 0.1},
+                                  {"weight": np.array([1.0, 2.0, 0.5])}])
+def test_huge_z_loss_gradient_float32(opts, isa):
+    """Found by fuzzing: a z_loss beyond the float32 range (accepted: any finite value) made
+    pk overflow in the float32 kernel, and an underflowed exp times inf gave NaN gradient
+    entries; the exact entries are huge (inf in float32), as the reference gives them."""
+    x = np.array([[0.0, 1.0, -200.0], [3.0, -1.0, 0.5]], np.float32)
+    t = np.array([1, 0])
+    kw = dict(opts, z_loss=1e300, return_grad=True, reduction="sum")
+    if "weight" in kw:
+        kw["weight"] = kw["weight"].astype(np.float32)
+    loss, g = fastxent.cross_entropy(x, t, **kw)
+    rl, rg = _reference_losses(x, t, **kw)
     assert not np.any(np.isnan(g)), g
+    np.testing.assert_array_equal(np.isinf(g), np.isinf(rg))
+    np.testing.assert_array_equal(np.sign(g), np.sign(rg))
+    assert loss == rl
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (found by fuzzing, after the fixes of 2ab3fc0): a row with a +inf logit under probability "
-    "targets gets loss NaN from the options kernel, while the same target as a class index gives +inf "
-    "(and the reference gives +inf: the +inf class has coefficient 0, every other term is +inf)."))
-def test_inf_row_with_probability_targets():
-    x = np.array([[np.inf, 0.0]])
-    assert fastxent.cross_entropy(x, np.array([1]), reduction="none")[0] == np.inf
-    assert fastxent.cross_entropy(x, np.array([[0.0, 1.0]]), reduction="none")[0] == np.inf
+@pytest.mark.parametrize("logits, target, kw, want", [
+    ([[np.inf, 0.0]], [[0.0, 1.0]], {}, np.inf),                 # the +inf class has coefficient 0
+    ([[np.inf, 0.0]], [[1.0, 0.0]], {}, np.nan),                 # coef (+inf - +inf)
+    ([[np.inf, 0.0]], [[0.5, 0.5]], {}, np.nan),
+    ([[np.inf, 0.0]], [[0.0, 0.0]], {}, 0.0),                    # an empty sum
+    ([[np.inf, -np.inf, 0.0]], [[0.0, 0.5, 0.5]], {}, np.inf),
+    ([[np.inf, 0.0]], [1], {}, np.inf),
+    ([[np.inf, 0.0]], [1], {"label_smoothing": 0.1}, np.nan),    # smoothing puts weight on +inf
+    ([[np.inf, 0.0]], [[0.0, 1.0]], {"label_smoothing": 0.1}, np.nan),
+    ([[np.inf, 0.0, 1.0]], [[0.0, 1.0, 0.0]], {"weight": [1.0, 2.0, 3.0]}, np.inf),
+])
+def test_inf_row_with_probability_targets(logits, target, kw, want):
+    """Found by fuzzing: a row with a +inf logit under probability targets (or label
+    smoothing) got loss NaN from the options kernel whatever the coefficients; each class
+    with a nonzero coefficient adds coef * (+inf - x_c), a zero coefficient adds 0."""
+    x = np.array(logits)
+    t = np.array(target)
+    kw = {k: np.array(v) if isinstance(v, list) else v for k, v in kw.items()}
+    got = fastxent.cross_entropy(x, t, reduction="none", **kw)[0]
+    with np.errstate(invalid="ignore"):
+        ref = _reference_losses(x, t, reduction="none", **kw)[0]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ref, want)
 
 
 @pytest.mark.parametrize("bdt", [np.bool_, np.int8, np.uint8, np.int16])
