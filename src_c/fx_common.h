@@ -27,6 +27,7 @@ typedef struct {
 
 #define FX_BLOCK 2048 /* elements per block: a block is re-read from L1 for the exp pass */
 #define FX_SMALL_COLS 64 /* rows up to this many classes are computed FX_W rows at a time */
+#define FX_MAX_STORED_BLOCKS 64 /* rows up to 64 blocks: the gradient pass rescales stored exps */
 
 static inline fx_state fx_state_combine(fx_state a, fx_state b)
 {
