@@ -613,6 +613,41 @@ def test_inf_row_with_probability_targets(logits, target, kw, want):
     np.testing.assert_array_equal(ref, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1}, {"z_loss": 1e-3},
+                                  {"weight": "random"}, {"label_smoothing": 0.1, "softcap": 20.0},
+                                  {"prob": True}])
+def test_rows_with_all_minus_inf_blocks(dtype, opts, isa):
+    """Rows whose first, middle or last 2048-element block is all -inf (the block max is
+    -inf while the row max is finite): with label smoothing a leading such block gave a
+    NaN loss (the reference: +inf); the gradient (whose first pass stores each block's
+    exps) must match the reference and be bitwise the same in place."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 5000)).astype(dtype)
+    x[0, :2048] = -np.inf
+    x[1, 2048:4096] = -np.inf
+    x[2, 4500:] = -np.inf
+    kw = dict(opts)
+    if kw.pop("prob", False):
+        t = rng.random((3, 5000)).astype(dtype)
+        t[:, :2048] = 0.0   # no weight on row 0's -inf block: a finite loss there
+        t /= t.sum(axis=1, keepdims=True)
+    else:
+        t = np.array([3000, 5, 100])
+    if kw.get("weight") == "random":
+        kw["weight"] = rng.random(5000).astype(dtype)
+    loss, g = fastxent.cross_entropy(x, t, return_grad=True, reduction="none", **kw)
+    with np.errstate(all="ignore"):
+        rloss, rg = _reference_losses(x, t, return_grad=True, reduction="none", **kw)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, rloss, rtol=tol)
+    np.testing.assert_allclose(g, rg, rtol=tol, atol=tol * np.abs(rg).max())
+    assert np.all(g[x == -np.inf][np.asarray(rg)[x == -np.inf] == 0] == 0)
+    xi = x.copy()
+    _, gi = fastxent.cross_entropy(xi, t, return_grad=True, grad_out=xi, reduction="none", **kw)
+    np.testing.assert_array_equal(gi, g)
+
+
 @pytest.mark.parametrize("bdt", [np.bool_, np.int8, np.uint8, np.int16])
 def test_logsumexp_float32_with_small_int_b_stays_float32(bdt):
     """Found by fuzzing (a regression of 2ab3fc0's dtype fix): float32 `a` with a bool/int8/int16/uint8
