@@ -90,16 +90,12 @@ TOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 2e-5}
 # reference legitimately differ, and bugs of the reference itself.
 KNOWN_BUGS = {
     # open bugs
-    "huge-z-loss-f32": "z_loss above the float32 range (e.g. 1e300) with float32/16-bit logits: NaN gradient "
-                       "entries where the reference has 0 or finite values (z_loss overflows to inf in float32; "
-                       "test_huge_z_loss_gradient_float32)",
-    "lse-b-bool-b": "float32 `a` with a bool/int8/int16/uint8 `b` array gives float64; SciPy and the reference "
-                    "keep float32 (np.result_type) (test_logsumexp_float32_with_small_int_b_stays_float32)",
-    "inf-row-zero-coef": "rows whose logsumexp is not finite (a NaN or +inf logit, or only -inf) under probability "
-                         "targets or class weights: fastxent's loss is NaN, the reference's 0 or +inf (its terms "
-                         "with a zero coefficient contribute 0).  For NaN rows that is the README's rule; for +inf "
-                         "rows with probability targets it is a bug: integer targets give +inf there "
-                         "(test_inf_row_with_probability_targets)",
+    "huge-z-loss-in-place": "z_loss above the float32 range (e.g. 1e300) with float32/16-bit logits and the "
+                            "gradient written over the logits: entries whose exp underflowed within their "
+                            "2048-element block are 0 where the exact value overflows to inf (a separate "
+                            "buffer gives the reference's values: test_huge_z_loss_gradient_float32)",
+    "inf-row-zero-coef": "rows holding a NaN under probability targets or class weights: fastxent's loss is NaN "
+                         "(the README's rule), the reference's 0 or +inf where the NaN class has coefficient 0",
     "kl-overflow-1e308": "float64 logits near +-1e308: fastxent's KL and the oracle's disagree by overflowing "
                          "(inf or NaN against a value ~1e308); not resolved which is right",
     # conventions: fastxent and the reference differ on purpose
@@ -644,22 +640,14 @@ def _zero_weight_denominator(target, kw) -> bool:
     return bool(np.sum(w[t.astype(np.int64)[counted]]) == 0)
 
 
-def apply_allowances(fname, args, kw, got, ref):
+def apply_allowances(fname, args, kw, got, ref, alias=False):
     """Accept the known differences listed in KNOWN_BUGS (counted in the summary)."""
-    if fname == "logsumexp" and kw.get("b") is not None:
-        g0 = got[0] if isinstance(got, tuple) else got
-        r0 = ref[0] if isinstance(ref, tuple) else ref
-        if np.asarray(g0).dtype != np.asarray(r0).dtype:
-            a_dt, b_dt = np.asarray(args[0]).dtype, np.asarray(kw["b"]).dtype
-            if (a_dt.kind == "f" and a_dt.itemsize <= 4 or a_dt == BF16) and b_dt.kind in "biu" \
-                    and b_dt.itemsize <= 2 and isinstance(kw["b"], np.ndarray):
-                _count("lse-b-bool-b")
-                return "cast"
     if fname != "cross_entropy":
         return got
     z = kw.get("z_loss", 0.0)
-    if isinstance(z, float) and z > float(np.finfo(np.float32).max) and np.asarray(args[0]).dtype != np.float64:
-        _count("huge-z-loss-f32")
+    if isinstance(z, float) and z > float(np.finfo(np.float32).max) and np.asarray(args[0]).dtype != np.float64 \
+            and alias:
+        _count("huge-z-loss-in-place")
         return "shapes-only"
     if kw.get("return_grad") and np.asarray(args[0]).dtype == np.float64 and _scale(args[0]) > 1e307:
         g, r = np.asarray(got[-1]), np.asarray(ref[-1])
@@ -753,7 +741,7 @@ def fastxent_only_error(exc, kw) -> bool:
     msg = str(exc)
     if "`n_threads`" in msg:  # the reference ignores n_threads
         return True
-    if "`grad_out` must have a contiguous class axis" in msg:
+    if "`grad_out` must have a contiguous class axis" in msg or "`grad_out` is not aligned" in msg:
         return True
     if "`ignore_index` must be an integer" in msg:  # the reference compares targets with any number
         return True
@@ -906,7 +894,7 @@ def check_one(data: bytes):
     if kw.get("grad_out") is not None:
         if not isinstance(got, tuple) or got[-1] is not kw["grad_out"]:
             raise Mismatch(f"the gradient returned is not `grad_out`\n  in {where}")
-    got = apply_allowances(fname, (x0,) + tuple(args[1:]), kw, got, ref)
+    got = apply_allowances(fname, (x0,) + tuple(args[1:]), kw, got, ref, alias=alias)
     if isinstance(got, str) and got == "shapes-only":
         got = fx_call(fname)(*args, **kw) if not alias else None
         if got is not None:

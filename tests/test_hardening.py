@@ -569,14 +569,14 @@ def _reference_losses(x, target, **kw):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("opts", [{}, {"softcap": 30.0}, {"label_smoothing": 0.1},
-                                  {"weight": np.array([1.0, 2.0, 0.5])}])
+@pytest.mark.parametrize("opts", [{}, {"softcap": 30.0}, {"softcap": 0.5, "label_smoothing": 0.1},
+                                  {"label_smoothing": 0.1}, {"weight": np.array([1.0, 2.0, 0.5])}])
 def test_huge_z_loss_gradient_float32(opts, isa):
     """Found by fuzzing: a z_loss beyond the float32 range (accepted: any finite value) made
     pk overflow in the float32 kernel, and an underflowed exp times inf gave NaN gradient
     entries; the exact entries are huge (inf in float32), as the reference gives them."""
-    x = np.array([[0.0, 1.0, -200.0], [3.0, -1.0, 0.5]], np.float32)
-    t = np.array([1, 0])
+    x = np.array([[0.0, 1.0, -200.0], [3.0, -1.0, 0.5], [-2017.0, 39.5, 3.0]], np.float32)
+    t = np.array([1, 0, 0])   # the last target is far below the softcap's range: sech^2 ~ 1e-58
     kw = dict(opts, z_loss=1e300, return_grad=True, reduction="sum")
     if "weight" in kw:
         kw["weight"] = kw["weight"].astype(np.float32)
@@ -646,6 +646,21 @@ def test_rows_with_all_minus_inf_blocks(dtype, opts, isa):
     xi = x.copy()
     _, gi = fastxent.cross_entropy(xi, t, return_grad=True, grad_out=xi, reduction="none", **kw)
     np.testing.assert_array_equal(gi, g)
+
+
+@pytest.mark.parametrize("row", [[np.nan], [np.nan, -np.inf], [-np.inf, np.nan, -np.inf, -np.inf]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_in_place_gradient_of_nan_rows(row, dtype, isa):
+    """Found by fuzzing: in place, the first pass zero-filled a block whose max is -inf
+    (NaN is not a max) before looking for NaN in it, so a row of NaN and -inf lost its NaN:
+    z-loss +inf instead of NaN."""
+    kw = dict(z_loss=0.01, return_z_loss=True, return_grad=True, reduction="none")
+    x = np.array([row], dtype)
+    loss, z, g = fastxent.cross_entropy(x.copy(), np.array([0]), **kw)
+    xi = x.copy()
+    li, zi, gi = fastxent.cross_entropy(xi, np.array([0]), grad_out=xi, **kw)
+    assert np.isnan(loss[0]) and np.isnan(z[0]) and np.isnan(li[0]) and np.isnan(zi[0])
+    assert np.all(np.isnan(g)) and np.all(np.isnan(gi))
 
 
 @pytest.mark.parametrize("bdt", [np.bool_, np.int8, np.uint8, np.int16])
