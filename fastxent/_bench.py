@@ -562,8 +562,8 @@ def run(plan: Plan = FULL, repeat: int = 5, impls=None, out=sys.stdout) -> dict:
         for op, d in memory["calls"].items():
             p(f"  {op:<24} fastxent {_bytes(d['fastxent_bytes']):>10}   "
               f"numpy {_bytes(d['numpy_bytes']):>10}")
-        p("  (tracemalloc sees NumPy's buffers; not the C kernels' own per-row state "
-          "of ~24 bytes a row)")
+        p("  (tracemalloc sees NumPy's buffers; the C kernels allocate nothing of size rows: "
+          "their per-row state lives on the threads' stacks)")
     summary = ratios(rows, plan, n_all)
     p("ratios (this run)" + ("" if plan.targets else "; targets apply to the full run's shapes") + ":")
     for r in summary:
