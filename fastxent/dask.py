@@ -36,7 +36,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without dask
                       f"({_e})") from _e
 
 from . import losses as _losses
-from ._arrays import float_dtype, normalize_axes, result_dtype
+from ._arrays import float_dtype, result_dtype
 from .evaluate import Evaluator, TokenStats, _ExactSum, _OUTPUTS, _BOOL, _NEED_REF
 from .evaluate import token_stats as _token_stats
 
@@ -66,7 +66,7 @@ def _prepare(logits, target, ref_logits, axis):
     if logits.ndim < 2:
         raise ValueError(f"`logits` must have rows and classes (ndim >= 2), got shape "
                          f"{logits.shape}; use `fastxent` for a single row")
-    (ax,) = normalize_axes(axis, logits.ndim)
+    ax = _losses._class_axis(axis, logits.ndim)
     x = logits if ax == logits.ndim - 1 else da.moveaxis(logits, ax, -1)
     _known(x, "logits")
     if len(x.chunks[-1]) != 1:

@@ -168,6 +168,9 @@ def test_errors():
         fxd.cross_entropy(X.astype(np.int64), T)
     with pytest.raises(ValueError, match="`reduction` must be one of"):
         fxd.cross_entropy(X, T, reduction="avg")
+    for bad_axis in [(0, 1), [2], None]:   # one class axis, as fastxent.cross_entropy
+        with pytest.raises(TypeError, match=r"`axis` must be an integer \(the class axis\)"):
+            fxd.cross_entropy(X, T, axis=bad_axis)
     with pytest.raises(ValueError, match="`per_sequence=True` needs each sequence in one chunk"):
         fxd.perplexity(X, T, per_sequence=True)
     with pytest.raises(ValueError, match="`split_every` must be an integer >= 2"):
