@@ -365,22 +365,14 @@ cdef extern from "fastxent.h" nogil:
     void fx_token_stats_bfloat16(const fx_rows *x, const fx_stats_opts *o, int n_threads)
 
 
-cdef double *_f64_out(a, int64_t rows, str name) except? NULL:
+cdef void *_out(a, str dtype, int64_t rows, str name) except? NULL:
+    """Data of an optional writable per-row output of `dtype` (NULL for None)."""
     if a is None:
         return NULL
-    _need(a, "float64", rows, name)
+    _need(a, dtype, rows, name)
     if not a.flags.writeable:
         raise ValueError(f"internal: {name} is read-only")
-    return <double *>cnp.PyArray_DATA(a)
-
-
-cdef uint8_t *_bool_out(a, int64_t rows, str name) except? NULL:
-    if a is None:
-        return NULL
-    _need(a, "bool", rows, name)
-    if not a.flags.writeable:
-        raise ValueError(f"internal: {name} is read-only")
-    return <uint8_t *>cnp.PyArray_DATA(a)
+    return cnp.PyArray_DATA(a)
 
 
 def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, tuple ref_layout,
@@ -403,14 +395,14 @@ def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, 
         if _nrows(&o.ref_rows) != rows or o.ref_rows.n_cols != r.n_cols:
             raise ValueError("internal: ref layout does not match")
         o.ref = cnp.PyArray_DATA(ref)
-    o.nll = _f64_out(nll, rows, "nll")
-    o.entropy = _f64_out(entropy, rows, "entropy")
-    o.p_target = _f64_out(p_target, rows, "p_target")
-    o.correct = _bool_out(correct, rows, "correct")
-    o.kl = _f64_out(kl, rows, "kl")
-    o.same_top = _bool_out(same_top, rows, "same_top")
-    o.ref_nll = _f64_out(ref_nll, rows, "ref_nll")
-    o.ref_p_target = _f64_out(ref_p_target, rows, "ref_p_target")
+    o.nll = <double *>_out(nll, "float64", rows, "nll")
+    o.entropy = <double *>_out(entropy, "float64", rows, "entropy")
+    o.p_target = <double *>_out(p_target, "float64", rows, "p_target")
+    o.correct = <uint8_t *>_out(correct, "bool", rows, "correct")
+    o.kl = <double *>_out(kl, "float64", rows, "kl")
+    o.same_top = <uint8_t *>_out(same_top, "bool", rows, "same_top")
+    o.ref_nll = <double *>_out(ref_nll, "float64", rows, "ref_nll")
+    o.ref_p_target = <double *>_out(ref_p_target, "float64", rows, "ref_p_target")
     if o.target == NULL and (o.nll != NULL or o.p_target != NULL or o.correct != NULL
                              or o.ref_nll != NULL or o.ref_p_target != NULL):
         raise ValueError("internal: target outputs need a target")
