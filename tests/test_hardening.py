@@ -663,6 +663,28 @@ def test_in_place_gradient_of_nan_rows(row, dtype, isa):
     assert np.all(np.isnan(g)) and np.all(np.isnan(gi))
 
 
+@pytest.mark.parametrize("opts", [{"prob": True}, {"label_smoothing": 0.2},
+                                  {"prob": True, "weight": [7.0, 7.0, 7.0]}])
+def test_coefficient_terms_near_float32_max(opts, isa):
+    """Found by fuzzing: with dense coefficients (probability targets, label smoothing) the
+    float32 kernel summed coef * (max - x) in float32, which overflows for logits near
+    +-FLT_MAX (1e38 - (-1e38)): loss +inf where the exact one (and the reference's) is
+    finite.  README: "finite wherever the exact answer is finite"."""
+    x = np.array([[1e38, -1e38, 0.0], [3.0e38, 1.0, -3.0e38], [0.5, 1.5, -1.0]], np.float32)
+    kw = {k: v for k, v in opts.items() if k != "prob"}
+    if "weight" in kw:
+        kw["weight"] = np.array(kw["weight"], np.float32)
+    t = (np.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]], np.float32)
+         if opts.get("prob") else np.array([0, 2, 1]))
+    for reduction in ("none", "sum", "mean"):
+        got = fastxent.cross_entropy(x, t, reduction=reduction, **kw)
+        with np.errstate(over="ignore"):
+            ref = _reference_losses(x, t, reduction=reduction, **kw)
+        np.testing.assert_allclose(got, ref, rtol=1e-5)   # inf only where the reference has it
+    if "weight" not in kw:   # these means are finite (the bug made them +inf)
+        assert np.isfinite(fastxent.cross_entropy(x, t, **kw))
+
+
 @pytest.mark.parametrize("bdt", [np.bool_, np.int8, np.uint8, np.int16])
 def test_logsumexp_float32_with_small_int_b_stays_float32(bdt):
     """Found by fuzzing (a regression of 2ab3fc0's dtype fix): float32 `a` with a bool/int8/int16/uint8
