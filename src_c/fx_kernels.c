@@ -65,13 +65,14 @@ typedef struct {
     FX_DTYPE_FNS(bfloat16, float)
     void (*vexp_float32)(const float *, float *, int64_t, int);
     void (*vexp_float64)(const double *, double *, int64_t, int);
+    int64_t (*check_targets)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
 } fx_table;
 
 #define FX_DTYPE_ENTRIES(d, isa) lse_##d##_##isa, softmax_##d##_##isa, xent_##d##_##isa, xent_ex_##d##_##isa
 #define FX_TABLE(isa) {                                                                   \
         FX_DTYPE_ENTRIES(float32, isa), FX_DTYPE_ENTRIES(float64, isa),                   \
         FX_DTYPE_ENTRIES(float16, isa), FX_DTYPE_ENTRIES(bfloat16, isa),                  \
-        vexp_float32_##isa, vexp_float64_##isa }
+        vexp_float32_##isa, vexp_float64_##isa, check_targets_##isa }
 
 static const fx_table fx_tables[FX_ISA_COUNT] = {
     FX_TABLE(baseline),
@@ -138,6 +139,11 @@ FX_DTYPE_WRAPPERS(bfloat16, float)
 
 void fx_vexp_float32(const float *x, float *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float32(x, out, n, neg); }
 void fx_vexp_float64(const double *x, double *out, int64_t n, int neg) { fx_tables[fx_isa].vexp_float64(x, out, n, neg); }
+int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols, int64_t ignore_index,
+                         int64_t *n_counted)
+{
+    return fx_tables[fx_isa].check_targets(target, n, n_cols, ignore_index, n_counted);
+}
 
 /* ---- evaluation statistics (fx_stats.inc): their own table and wrappers ---- */
 typedef struct {

@@ -24,23 +24,6 @@ int fx_omp_max_threads(void)
 #endif
 }
 
-int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
-                         int64_t ignore_index, int64_t *n_counted)
-{
-    int64_t counted = 0;
-    for (int64_t r = 0; r < n; r++) {
-        const int64_t t = target[r];
-        if (t == ignore_index) continue;
-        if (t < 0 || t >= n_cols) {
-            *n_counted = counted;
-            return r;
-        }
-        counted++;
-    }
-    *n_counted = counted;
-    return -1;
-}
-
 #define FX_T float
 #define FX_SUF float32
 #define FX_EXPS expf

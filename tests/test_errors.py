@@ -224,3 +224,25 @@ def test_unaligned_grad_out_names_grad_out(dtype, axis):
     err.match("C-contiguous class axis")
     assert "class axis and rows" not in str(err.value)
     np.testing.assert_array_equal(buf, before)
+
+
+@pytest.mark.parametrize("isa", fastxent.available_isas())
+def test_check_targets_runs(isa):
+    """The target check works in runs of 4096 (vectorised per ISA): the first bad
+    position and the count of counted targets before it, in any run, against Python."""
+    from fastxent import _core
+    rng = np.random.default_rng(7)
+    t = rng.integers(0, 50, 10_000)
+    t[rng.random(t.size) < 0.2] = -100
+    fastxent.set_isa(isa)
+    try:
+        assert _core.check_targets(t, 50, -100) == (-1, int(np.sum(t != -100)))
+        for pos, value in [(0, 50), (4095, -1), (4096, 10**12), (9999, -101), (6000, -(2**63))]:
+            bad = t.copy()
+            bad[pos] = value
+            bad[pos + 1:pos + 50] = 77  # later bad values do not matter
+            assert _core.check_targets(bad, 50, -100) == (pos, int(np.sum(bad[:pos] != -100)))
+        # ignore_index outside the class range, and a huge one
+        assert _core.check_targets(np.full(5000, 2**62), 50, 2**62) == (-1, 0)
+    finally:
+        fastxent.set_isa(None)
