@@ -375,19 +375,20 @@ def _xent_parts(logits, target, *, axis=-1, weight=None, ignore_index=-100, labe
 
 def _reduce(loss, zl, reduction, denom, counted, dt):
     """(loss [+ z], z) reduced; `denom` divides the loss part, `counted` the z part under "mean"."""
-    if reduction == "none":
-        total = (loss if zl is None else loss + zl).astype(dt, copy=False)
-        z = None if zl is None else zl.astype(dt, copy=False)
-        if total.ndim == 0:  # 1-d logits: one position, returned as a NumPy scalar
-            return total[()], (None if z is None else z[()])
-        return total, z
-    s = np.sum(loss, dtype=np.float64)
-    z = 0.0 if zl is None else np.sum(zl, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # a loss beyond the result dtype's range is inf, as it should be: no NumPy warning
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if reduction == "none":
+            total = (loss if zl is None else loss + zl).astype(dt, copy=False)
+            z = None if zl is None else zl.astype(dt, copy=False)
+            if total.ndim == 0:  # 1-d logits: one position, returned as a NumPy scalar
+                return total[()], (None if z is None else z[()])
+            return total, z
+        s = np.sum(loss, dtype=np.float64)
+        z = 0.0 if zl is None else np.sum(zl, dtype=np.float64)
         if reduction == "mean":
             s = s / np.float64(denom)
             z = z / np.float64(counted) if zl is not None else 0.0
-    return dt.type(s + z), dt.type(z)
+        return dt.type(s + z), dt.type(z)
 
 
 def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False, n_threads=None):

@@ -439,9 +439,14 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
         others = np.where(onehot, 0.0, p).sum(axis=-1, keepdims=True)
         p_minus_onehot = np.where(onehot, -others, p)  # p[t] - 1 = -sum of the others, exactly
         g_ce = a * p_minus_onehot + b.sum(axis=-1, keepdims=True) * p - b
-        g_z = 2 * zc * lse[..., None] * p if zc else np.zeros_like(p)
+        g_z = np.zeros_like(p)
+        if zc:
+            # scaled before the product (a huge lse times p ~ 1 may still be finite), and a
+            # finite lse times an underflowed p is 0, not inf * 0
+            kz = 2 * zc / n_counted if reduction == "mean" else 2 * zc
+            g_z = np.where((p == 0) & np.isfinite(lse)[..., None], 0.0, (lse[..., None] * kz) * p)
         if reduction == "mean":
-            g_ce, g_z = g_ce / r["denom"], g_z / n_counted
+            g_ce = g_ce / r["denom"]
         grad = np.where(counted[..., None], (g_ce + g_z) * r["chain"], 0.0)
     grad = np.moveaxis(grad, -1, r["axis"]).astype(grad_dtype)
     if grad_out is not None:

@@ -812,3 +812,25 @@ def test_unaligned_targets_weights_and_b_are_copied_before_c(tmp_path):
                       for line in err.splitlines() if ": runtime error:" in line})
     assert rc == 0 and out.strip() == "OK", f"rc={rc} out={out!r} err={err[-2000:]!r}"
     assert not reports and not list(tmp_path.iterdir()), "sanitizer reports:\n" + "\n".join(reports)
+
+
+@pytest.mark.parametrize("mod", [fastxent, fastxent.reference])
+def test_z_loss_gradient_huge_lse_not_in_place(mod):
+    """lse = 1e308: 2 z lse overflows, yet each mean gradient entry is finite: the max
+    class gets (1 + 2 lse) / 2 = 1e308, the classes whose p underflowed get 0 (not
+    inf * 0 = NaN; found by fuzzing, in the reference)."""
+    x = np.array([[1e308, -1e308, 0.0, 5.0]] * 2)
+    _, g = mod.cross_entropy(x, np.array([2, 2]), z_loss=1.0, return_grad=True)
+    np.testing.assert_array_equal(g, [[1e308, 0.0, -0.5, 0.0]] * 2)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_loss_beyond_float32_no_numpy_warning(reduction):
+    """A float32 loss beyond FLT_MAX is inf, without NumPy's overflow RuntimeWarning
+    from fastxent's own cast or sum (which was printed before)."""
+    import warnings
+    x = np.array([[3e38, 0.0, 1.0]] * 2, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = fastxent.cross_entropy(x, np.array([1, 1]), z_loss=1.0, reduction=reduction)
+    assert np.all(np.isposinf(out))
