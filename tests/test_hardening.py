@@ -834,3 +834,23 @@ def test_loss_beyond_float32_no_numpy_warning(reduction):
         warnings.simplefilter("error")
         out = fastxent.cross_entropy(x, np.array([1, 1]), z_loss=1.0, reduction=reduction)
     assert np.all(np.isposinf(out))
+
+
+@pytest.mark.parametrize("isa", fastxent.available_isas())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_z_loss_gradient_coefficient_beyond_double(isa, dtype):
+    """z_loss = 1e300 with logits ~1e30: 2 z_loss lse overflows double, so the gradient is
+    +inf at each row's max, -1 at a target whose p underflowed and 0 elsewhere, as in
+    the reference (was inf * 0 = NaN; found by fuzzing)."""
+    x = np.array([[2.9e29, 1.4e30, -1.0e30, 1.0e30, -6.7e28],
+                  [6.8e29, 1.4e30, 1.3e30, 8.3e29, -9.9e29]], dtype)
+    t = np.array([3, 2])
+    fastxent.set_isa(isa)
+    try:
+        _, g = fastxent.cross_entropy(x, t, reduction="sum", z_loss=1e300, return_grad=True)
+    finally:
+        fastxent.set_isa(None)
+    _, r = fastxent.reference.cross_entropy(x, t, reduction="sum", z_loss=1e300, return_grad=True)
+    expect = np.array([[0, np.inf, 0, -1, 0], [0, np.inf, -1, 0, 0]], dtype)
+    np.testing.assert_array_equal(r, expect)
+    np.testing.assert_array_equal(g, expect)
