@@ -854,3 +854,17 @@ def test_z_loss_gradient_coefficient_beyond_double(isa, dtype):
     expect = np.array([[0, np.inf, 0, -1, 0], [0, np.inf, -1, 0, 0]], dtype)
     np.testing.assert_array_equal(r, expect)
     np.testing.assert_array_equal(g, expect)
+
+
+@pytest.mark.parametrize("isa", fastxent.available_isas())
+def test_mean_over_zero_weight_gradient_all_nan(isa):
+    """"mean" with zero total weight divides by 0: every gradient entry is NaN, also where
+    p underflowed (the 0 that a huge but finite coefficient gives must not apply)."""
+    x = np.array([[3.1e29, 2.3e29, -1.2e30, -2.3e30]], np.float32)
+    w = np.array([0.5, 1.0, 0.75, 0.0], np.float32)
+    fastxent.set_isa(isa)
+    try:
+        loss, g = fastxent.cross_entropy(x, np.array([3]), weight=w, return_grad=True)
+    finally:
+        fastxent.set_isa(None)
+    assert np.isnan(loss) and np.all(np.isnan(g))
