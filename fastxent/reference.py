@@ -441,10 +441,17 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
         g_ce = a * p_minus_onehot + b.sum(axis=-1, keepdims=True) * p - b
         g_z = np.zeros_like(p)
         if zc:
-            # scaled before the product (a huge lse times p ~ 1 may still be finite), and a
-            # finite lse times an underflowed p is 0, not inf * 0
+            # scaled before the product: 2 z lse may overflow where the mean's share of it
+            # does not; where even that is beyond double (z_loss ~ 1e300), p * K as
+            # sign * exp(log p + log|K|): a tiny p times a huge K is neither 0 * inf nor inf
             kz = 2 * zc / n_counted if reduction == "mean" else 2 * zc
-            g_z = np.where((p == 0) & np.isfinite(lse)[..., None], 0.0, (lse[..., None] * kz) * p)
+            K = lse[..., None] * kz
+            g_z = K * p
+            big = ~np.isfinite(K) & np.isfinite(lse)[..., None]
+            if np.any(big):
+                lk = np.log(2.0) + np.log(zc) - np.log(float(n_counted) if reduction == "mean" else 1.0)
+                lk = lk + np.log(np.abs(lse))[..., None]
+                g_z = np.where(big, np.sign(lse)[..., None] * np.exp((x - lse[..., None]) + lk), g_z)
         if reduction == "mean":
             g_ce = g_ce / r["denom"]
         grad = np.where(counted[..., None], (g_ce + g_z) * r["chain"], 0.0)

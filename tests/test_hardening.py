@@ -839,27 +839,35 @@ def test_loss_beyond_float32_no_numpy_warning(reduction):
 @pytest.mark.parametrize("isa", fastxent.available_isas())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_z_loss_gradient_coefficient_beyond_double(isa, dtype):
-    """z_loss = 1e300 with logits ~1e30: 2 z_loss lse overflows double, so the gradient is
-    +inf at each row's max, -1 at a target whose p underflowed and 0 elsewhere, as in
-    the reference (was inf * 0 = NaN; found by fuzzing)."""
+    """z_loss = 1e300: the gradient's coefficient 2 z_loss lse is beyond double, so p_c K is
+    taken as exp(log p_c + log K): 0 where p is astronomically small (was inf * 0 = NaN),
+    a finite value where a tiny p meets the huge K (was inf), as in the reference
+    (found by fuzzing and review)."""
     x = np.array([[2.9e29, 1.4e30, -1.0e30, 1.0e30, -6.7e28],
                   [6.8e29, 1.4e30, 1.3e30, 8.3e29, -9.9e29]], dtype)
     t = np.array([3, 2])
     fastxent.set_isa(isa)
     try:
         _, g = fastxent.cross_entropy(x, t, reduction="sum", z_loss=1e300, return_grad=True)
+        _, g2 = fastxent.cross_entropy(np.array([[1e8, 1e8, 1e8 - 744.5]]), np.array([0]),
+                                       reduction="sum", z_loss=1e300, return_grad=True)
     finally:
         fastxent.set_isa(None)
     _, r = fastxent.reference.cross_entropy(x, t, reduction="sum", z_loss=1e300, return_grad=True)
     expect = np.array([[0, np.inf, 0, -1, 0], [0, np.inf, -1, 0, 0]], dtype)
     np.testing.assert_array_equal(r, expect)
     np.testing.assert_array_equal(g, expect)
+    # p_2 = e^-744.5 / (2 + e^-744.5) times K = 2e300 lse: ~4.65e-16, computed in logs
+    lse = 1e8 + math.log(2.0 + math.exp(-744.5))
+    want = math.exp(math.log(2e300) + math.log(lse) - 744.5 - math.log(2.0 + math.exp(-744.5)))
+    assert g2[0, 2] == pytest.approx(want, rel=1e-6)
+    assert np.isposinf(g2[0, 0]) == np.isposinf(g2[0, 1]) and g2[0, 0] > 1e307
 
 
 @pytest.mark.parametrize("isa", fastxent.available_isas())
 def test_mean_over_zero_weight_gradient_all_nan(isa):
     """"mean" with zero total weight divides by 0: every gradient entry is NaN, also where
-    p underflowed (the 0 that a huge but finite coefficient gives must not apply)."""
+    p underflowed."""
     x = np.array([[3.1e29, 2.3e29, -1.2e30, -2.3e30]], np.float32)
     w = np.array([0.5, 1.0, 0.75, 0.0], np.float32)
     fastxent.set_isa(isa)
