@@ -45,6 +45,14 @@ cdef extern from "fastxent.h" nogil:
                          double *loss, int n_threads)
     int fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                          double *loss, int n_threads)
+    int fx_xent_sum_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                            double *total, int n_threads)
+    int fx_xent_sum_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                            double *total, int n_threads)
+    int fx_xent_sum_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                            double *total, int n_threads)
+    int fx_xent_sum_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                             double *total, int n_threads)
     ctypedef struct fx_xent_opts:
         const int64_t *target
         const void *prob
@@ -228,6 +236,33 @@ def xent(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index,
             rc = fx_xent_bfloat16(&r, t, ignore_index, o, n_threads)
     if rc:
         raise MemoryError("fastxent: out of memory for per-row states")
+
+
+def xent_sum(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index, int n_threads):
+    """The sum of xent's per-row losses (float), in an order fixed by the row count alone."""
+    cdef fx_rows r = _rows(x, layout)
+    _need(target, "int64", _nrows(&r), "target")
+    cdef const int64_t *t = <const int64_t *>cnp.PyArray_DATA(target)
+    cdef int64_t counted = 0, bad
+    cdef double total = 0.0
+    with nogil:
+        bad = fx_check_targets(t, _nrows(&r), r.n_cols, ignore_index, &counted)
+    if bad >= 0:
+        raise IndexError(f"internal: target {bad} out of range")
+    cdef int code = _code(x)
+    cdef int rc
+    with nogil:
+        if code == 0:
+            rc = fx_xent_sum_float32(&r, t, ignore_index, &total, n_threads)
+        elif code == 1:
+            rc = fx_xent_sum_float64(&r, t, ignore_index, &total, n_threads)
+        elif code == 2:
+            rc = fx_xent_sum_float16(&r, t, ignore_index, &total, n_threads)
+        else:
+            rc = fx_xent_sum_bfloat16(&r, t, ignore_index, &total, n_threads)
+    if rc:
+        raise MemoryError("fastxent: out of memory for a slab of row losses")
+    return total
 
 
 def lse_b(cnp.ndarray x, tuple layout, cnp.ndarray b, tuple b_layout, bint return_sign,

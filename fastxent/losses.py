@@ -75,14 +75,20 @@ def aligned_c(a, dtype) -> np.ndarray:
     return out if out.flags.aligned else out.copy()
 
 
-def _nll(logits, target, axis, ignore_index, n_threads):
-    """Per-position negative log-likelihood (float64, target's shape), counted tokens, dtype."""
+def _nll(logits, target, axis, ignore_index, n_threads, total=False):
+    """Per-position negative log-likelihood (float64, target's shape), counted tokens, dtype.
+
+    With `total`, the loss is only their sum (a float: no per-position array), and
+    no targets are returned."""
     nt = resolve_n_threads(n_threads)
     ignore_index = _check_ignore_index(ignore_index)
     x = _check_logits(logits)
     ax = _class_axis(axis, x.ndim)
     t64, counted = _check_target(target, x, ax, ignore_index)
     base, layout, batch, n_cols = as_rows(x, (ax,))
+    if total:
+        s = _core.xent_sum(base, layout, t64, ignore_index, nt) if t64.size else 0.0
+        return s, None, counted, result_dtype(x.dtype)
     loss = np.empty(t64.size, dtype=np.float64)
     if t64.size:
         _core.xent(base, layout, t64, ignore_index, loss, nt)
@@ -279,8 +285,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     t_arr = np.asarray(target)
     plain = (weight is None and eps == 0.0 and zc == 0.0 and cap == 0.0 and not return_grad
              and not return_z_loss and t_arr.dtype.kind in "iu")
-    if plain:
-        loss, _, counted, dt = _nll(logits, t_arr, axis, ignore_index, n_threads)
+    if plain:  # "sum"/"mean": the kernel sums the losses (no per-position array)
+        loss, _, counted, dt = _nll(logits, t_arr, axis, ignore_index, n_threads, total=reduction != "none")
         return _reduce(loss, None, reduction, counted, counted, dt)[0]
 
     nt = resolve_n_threads(n_threads)
@@ -374,7 +380,9 @@ def _xent_parts(logits, target, *, axis=-1, weight=None, ignore_index=-100, labe
 
 
 def _reduce(loss, zl, reduction, denom, counted, dt):
-    """(loss [+ z], z) reduced; `denom` divides the loss part, `counted` the z part under "mean"."""
+    """(loss [+ z], z) reduced; `denom` divides the loss part, `counted` the z part under "mean".
+
+    For "sum"/"mean", `loss` may also be the losses' total (a float)."""
     # a loss beyond the result dtype's range is inf, as it should be: no NumPy warning
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if reduction == "none":
@@ -444,9 +452,9 @@ def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False
     if per_sequence and np.ndim(target) == 0:
         raise ValueError("`per_sequence=True` needs `target` with a sequence axis (shape (..., T)), "
                          "got a 0-d target")
-    loss, t, counted, dt = _nll(logits, target, axis, ignore_index, n_threads)
+    loss, t, counted, dt = _nll(logits, target, axis, ignore_index, n_threads, total=not per_sequence)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if not per_sequence:
-            return dt.type(np.exp(np.sum(loss, dtype=np.float64) / np.float64(counted)))
+            return dt.type(np.exp(np.float64(loss) / np.float64(counted)))
         n = np.count_nonzero(t != ignore_index, axis=-1)
         return np.exp(np.sum(loss, axis=-1) / n).astype(dt, copy=False)

@@ -68,6 +68,16 @@ int fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_inde
                      double *loss, int n_threads);
 int fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                       double *loss, int n_threads);
+/* *total = the sum of xent's losses over all rows, in double, in an order fixed by the
+ * row count alone (slabs of 65536 rows); no rows-long array.  0, or -1 out of memory. */
+int fx_xent_sum_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                        double *total, int n_threads);
+int fx_xent_sum_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                        double *total, int n_threads);
+int fx_xent_sum_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                        double *total, int n_threads);
+int fx_xent_sum_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                         double *total, int n_threads);
 
 /* Options of the full cross-entropy kernel (PyTorch's and Liger's meaning):
  * loss[r] = g (lse - x'[t]) + sum_c coef_c (lse - x'_c), with x' = softcap * tanh(x / softcap)

@@ -86,6 +86,23 @@ static inline ptrdiff_t fx_row_offset(const fx_rows *x, int64_t r)
 }
 
 /* threads worth starting for `rows` rows of `cols` elements (1 = stay serial) */
+#define FX_SUM_SLAB 65536 /* rows per slab of a summed loss (xent_sum): 512 KB of losses */
+
+/* sum of a[0..n) in a fixed order: four interleaved partial sums, then (s0 + s1) + (s2 + s3) */
+static inline double fx_sum_fixed(const double *a, int64_t n)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i];
+        s1 += a[i + 1];
+        s2 += a[i + 2];
+        s3 += a[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
 static inline int fx_threads_for(int64_t rows, int64_t cols, int n_threads)
 {
     if (n_threads <= 1 || rows < 2) return 1;

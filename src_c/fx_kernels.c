@@ -57,6 +57,7 @@
     int (*lse_##d)(const fx_rows *, double *, int);                               \
     void (*softmax_##d)(const fx_rows *, C *, int, int);                          \
     int (*xent_##d)(const fx_rows *, const int64_t *, int64_t, double *, int);   \
+    int (*xent_sum_##d)(const fx_rows *, const int64_t *, int64_t, double *, int); \
     void (*xent_ex_##d)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
 typedef struct {
     FX_DTYPE_FNS(float32, float)
@@ -68,7 +69,8 @@ typedef struct {
     int64_t (*check_targets)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
 } fx_table;
 
-#define FX_DTYPE_ENTRIES(d, isa) lse_##d##_##isa, softmax_##d##_##isa, xent_##d##_##isa, xent_ex_##d##_##isa
+#define FX_DTYPE_ENTRIES(d, isa) lse_##d##_##isa, softmax_##d##_##isa, xent_##d##_##isa, \
+                                 xent_sum_##d##_##isa, xent_ex_##d##_##isa
 #define FX_TABLE(isa) {                                                                   \
         FX_DTYPE_ENTRIES(float32, isa), FX_DTYPE_ENTRIES(float64, isa),                   \
         FX_DTYPE_ENTRIES(float16, isa), FX_DTYPE_ENTRIES(bfloat16, isa),                  \
@@ -130,6 +132,8 @@ const char *fx_isa_name(int isa)
     { fx_tables[fx_isa].softmax_##d(x, out, lg, nt); }                                          \
     int fx_xent_##d(const fx_rows *x, const int64_t *t, int64_t ig, double *loss, int nt)     \
     { return fx_tables[fx_isa].xent_##d(x, t, ig, loss, nt); }                                  \
+    int fx_xent_sum_##d(const fx_rows *x, const int64_t *t, int64_t ig, double *total, int nt) \
+    { return fx_tables[fx_isa].xent_sum_##d(x, t, ig, total, nt); }                             \
     void fx_xent_ex_##d(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zl, int nt) \
     { fx_tables[fx_isa].xent_ex_##d(x, o, loss, zl, nt); }
 FX_DTYPE_WRAPPERS(float32, float)

@@ -62,13 +62,14 @@ def test_16bit_inputs_match_the_widened_reference(isa, dtype, vocab):
     else:
         dt = np.float16
     rng = np.random.default_rng(2)
-    x = (rng.standard_normal((16, vocab)) * 3).astype(dt)
+    n_rows = 1003 if vocab <= 64 else 16  # small-class path: partial last group and vector
+    x = (rng.standard_normal((n_rows, vocab)) * 3).astype(dt)
     wide = x.astype(np.float64)
     exact = reference.logsumexp(wide, axis=-1)
     got = fastxent.logsumexp(x, axis=-1)
     assert got.dtype == np.float32
     assert _ulps(got, exact).max() <= 2.0
-    t = rng.integers(0, vocab, 16)
+    t = rng.integers(0, vocab, n_rows)
     ce = fastxent.cross_entropy(x, t, reduction="none")
     ref = reference.cross_entropy(wide, t, reduction="none")
     lse32 = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)

@@ -113,6 +113,45 @@ def test_ignore_index(fx, rng, ignore_index, dtype):
     check_ppl(fx, logits, target, ignore_index=ignore_index, per_sequence=True)
 
 
+@pytest.mark.parametrize("ignore_index", [2**32 + 3, -(2**32) + 1, 2**62])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_class_ignore_index_beyond_int32(fx, isa, rng, ignore_index, dtype):
+    """The small-class path picks target logits by comparing 32-bit lanes: an ignore_index
+    whose low 32 bits name a class (3, 1, 0 here) still gives 0, and that class's targets
+    their own loss."""
+    logits = logits_like(rng, (1003, 10), dtype)
+    target = targets_for(rng, logits.shape, -1, ignore_frac=0.3, ignore_index=ignore_index)
+    low = ignore_index % 2**32
+    assert np.sum(target == low) > 10
+    for reduction in REDUCTIONS:
+        r = check_ce(fx, logits, target, reduction=reduction, ignore_index=ignore_index)
+        if reduction == "none":
+            assert (r[target == ignore_index] == 0).all()
+            assert (r[target == low] > 0).all()
+    check_ppl(fx, logits, target, ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("n_cols", [7, 65])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_and_mean_over_many_slabs_of_rows(fx, isa, rng, n_cols, dtype):
+    """"sum"/"mean" add the losses in the kernel in slabs of 65536 rows (no per-position
+    array): more than two slabs, a partial last one, ignored targets, a strided layout."""
+    rows = 140_001 if n_cols < 64 else 70_001
+    logits = logits_like(rng, (rows, n_cols), dtype)
+    target = targets_for(rng, logits.shape, -1, ignore_frac=0.1)
+    for reduction in ("sum", "mean"):
+        check_ce(fx, logits, target, reduction=reduction)
+        assert_bitwise_equal_over_threads(fx.cross_entropy, logits, target, reduction=reduction)
+    check_ppl(fx, logits, target)
+    strided = np.zeros((rows, 2 * n_cols), dtype)[:, ::2]
+    strided[...] = logits
+    assert fx.cross_entropy(strided, target) == fx.cross_entropy(logits, target)
+    logits[rows - 5, 2] = np.nan  # in the last slab, at a counted position
+    target[rows - 5] = 1
+    assert np.isnan(fx.cross_entropy(logits, target, reduction="sum"))
+    assert np.isnan(fx.perplexity(logits, target))
+
+
 # --------------------------------------------------------------------------- vocabulary sizes
 @pytest.mark.parametrize("n_classes,n_rows", VOCABS)
 @pytest.mark.parametrize("dtype", DTYPES)
