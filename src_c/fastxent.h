@@ -59,7 +59,8 @@ void fx_softmax_float16(const fx_rows *x, float *out, int log, int n_threads);
 void fx_softmax_bfloat16(const fx_rows *x, float *out, int log, int n_threads);
 
 /* loss[r] = lse(row r) - x[r, target[r]] in double, 0 where target[r] == ignore_index.
- * Targets must have been checked with fx_check_targets. */
+ * Targets are to be checked with fx_check_targets first; one outside [0, n_cols) is
+ * never read (its loss is NaN). */
 int fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                      double *loss, int n_threads);
 int fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,

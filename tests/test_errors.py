@@ -246,3 +246,32 @@ def test_check_targets_runs(isa):
         assert _core.check_targets(np.full(5000, 2**62), 50, 2**62) == (-1, 0)
     finally:
         fastxent.set_isa(None)
+
+
+@pytest.mark.parametrize("shape", [(1003, 10), (5, 3000)], ids=str)
+def test_kernels_never_read_an_unchecked_target(isa, shape):
+    """The plain loss kernels (per row and summed) are only given checked targets, yet a
+    target outside [0, n_cols) is never read (AddressSanitizer in CI would see it): its
+    loss is NaN; the other rows are untouched."""
+    from fastxent import _core
+    from fastxent._arrays import as_rows
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    n = shape[1]
+    t = rng.integers(0, n, shape[0])
+    t[1] = -100
+    good = fastxent.cross_entropy(x, t, reduction="none").astype(np.float64)
+    bad = t.copy()
+    bad[[0, 2, 3, -1]] = [n, -5, 2**40 + 3, n + 1]  # 2**40 + 3: its low 32 bits name a class
+    base, layout, _, _ = as_rows(x, (1,))
+    loss = np.empty(shape[0])
+    fastxent.set_isa(isa)
+    try:
+        _core.xent(base, layout, bad, -100, loss, 1)
+        total = _core.xent_sum(base, layout, bad, -100, 1)
+    finally:
+        fastxent.set_isa(None)
+    assert np.isnan(loss[[0, 2, 3, -1]]).all()
+    assert loss[1] == 0.0
+    np.testing.assert_allclose(loss[4:-1], good[4:-1], rtol=1e-6)
+    assert np.isnan(total)
