@@ -253,7 +253,7 @@ def xent_sum(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_ind
         else:
             rc = fx_xent_sum_bfloat16(&r, t, ignore_index, &total, n_threads)
     if rc:
-        raise MemoryError("fastxent: out of memory for a slab of row losses")
+        raise MemoryError("fastxent: out of memory for a slab of row losses or per-row states")
     return total
 
 

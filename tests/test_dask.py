@@ -74,7 +74,7 @@ def test_losses_equal_local(ch, dtype):
         for red in ("mean", "sum"):
             got = fxd.cross_entropy(X, T, reduction=red, **kw).compute()
             want = fastxent.cross_entropy(x, t, reduction=red, **kw)
-            # exact per-block sums rounded once vs the local pairwise double sum: equal after
+            # exact per-block sums rounded once vs the local double sum: equal after
             # rounding to float32; within 2 ulp of float64
             assert got.dtype == want.dtype
             np.testing.assert_array_max_ulp(got, want, maxulp=0 if dtype == np.float32 else 2)
