@@ -1,5 +1,5 @@
 /* kernel_micro.c -- the C kernels alone, without Python: ns per element of
- * fx_lse_float32, fx_xent_float32 and fx_lse_bfloat16, best of 5 rounds.
+ * fx_lse_float32, fx_xent_float32, fx_lse_bfloat16 and fx_lse_float64, best of 5 rounds.
  * For comparing kernel changes on a noisy machine (the best of several hot
  * rounds moves far less than a median of single Python calls).
  *
@@ -53,23 +53,26 @@ int main(int argc, char **argv)
         const int64_t rows = shapes[c][0], cols = shapes[c][1], n = rows * cols;
         float *x = malloc((size_t)n * sizeof *x);
         uint16_t *h = malloc((size_t)n * sizeof *h);
+        double *d = malloc((size_t)n * sizeof *d);
         double *out = malloc((size_t)rows * sizeof *out);
         int64_t *target = calloc((size_t)rows, sizeof *target);
-        if (!x || !h || !out || !target) return 1;
+        if (!x || !h || !d || !out || !target) return 1;
         for (int64_t i = 0; i < n; i++) {
             uint32_t u;
             x[i] = (float)(3.0 * normal());
             memcpy(&u, &x[i], sizeof u);
             h[i] = (uint16_t)(u >> 16); /* bfloat16 by truncation */
+            d[i] = (double)x[i];
         }
         const fx_rows rx = {.data = x, .n_outer = 1, .n_inner = rows, .n_cols = cols,
                             .s_outer = (ptrdiff_t)n, .s_inner = (ptrdiff_t)cols, .s_col = 1};
-        fx_rows rh = rx;
+        fx_rows rh = rx, rd = rx;
         rh.data = h;
+        rd.data = d;
         const int reps = c == 0 ? 2000 : c == 3 ? 20 : 10;
-        double best[3] = {1e30, 1e30, 1e30};
+        double best[4] = {1e30, 1e30, 1e30, 1e30};
         for (int round = 0; round < 5; round++) {
-            double t[4];
+            double t[5];
             t[0] = now();
             for (int i = 0; i < reps; i++) fx_lse_float32(&rx, out, nt);
             t[1] = now();
@@ -77,14 +80,17 @@ int main(int argc, char **argv)
             t[2] = now();
             for (int i = 0; i < reps; i++) fx_lse_bfloat16(&rh, out, nt);
             t[3] = now();
-            for (int k = 0; k < 3; k++)
+            for (int i = 0; i < reps; i++) fx_lse_float64(&rd, out, nt);
+            t[4] = now();
+            for (int k = 0; k < 4; k++)
                 if (t[k + 1] - t[k] < best[k]) best[k] = t[k + 1] - t[k];
         }
         const double per = 1e9 / ((double)reps * (double)n);
-        printf("(%7lld, %6lld)  lse f32 %.3f  xent f32 %.3f  lse bf16 %.3f  ns/element\n",
-               (long long)rows, (long long)cols, best[0] * per, best[1] * per, best[2] * per);
+        printf("(%7lld, %6lld)  lse f32 %.3f  xent f32 %.3f  lse bf16 %.3f  lse f64 %.3f  ns/element\n",
+               (long long)rows, (long long)cols, best[0] * per, best[1] * per, best[2] * per, best[3] * per);
         free(x);
         free(h);
+        free(d);
         free(out);
         free(target);
     }

@@ -10,6 +10,18 @@ from libc.stdint cimport int64_t
 
 cnp.import_array()
 
+cdef extern from "fx_common.h":
+    int FX_BLOCK
+    int FX_PAIR_BLOCK
+    int FX_MAX_STORED_BLOCKS
+    int FX_SMALL_COLS
+
+# the kernels' blocking (for tests and docs: results are defined by it)
+BLOCK = FX_BLOCK                      # elements per block of a row (lse, losses, softmax)
+PAIR_BLOCK = FX_PAIR_BLOCK            # token_stats / Evaluator: blocks of two arrays at once
+MAX_STORED_BLOCKS = FX_MAX_STORED_BLOCKS  # gradient rows up to this many blocks: one exp each
+SMALL_COLS = FX_SMALL_COLS            # rows up to this many classes: one row per vector lane
+
 cdef extern from "fastxent.h" nogil:
     ctypedef struct fx_rows:
         const void *data

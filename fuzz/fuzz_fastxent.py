@@ -92,7 +92,7 @@ KNOWN_BUGS = {
     # open bugs
     "huge-z-loss-in-place": "z_loss above the float32 range (e.g. 1e300) with float32/16-bit logits and the "
                             "gradient written over the logits: entries whose exp underflowed within their "
-                            "2048-element block are 0 where p K (huge K) is not (a separate buffer gives the "
+                            "block (_core.BLOCK elements) are 0 where p K (huge K) is not (a separate buffer gives the "
                             "reference's values: test_huge_z_loss_gradient_float32)",
     "inf-row-zero-coef": "rows holding a NaN under probability targets or class weights: fastxent's loss is NaN "
                          "(the README's rule), the reference's 0 or +inf where the NaN class has coefficient 0",

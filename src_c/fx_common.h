@@ -25,7 +25,9 @@ typedef struct {
     int nan;
 } fx_state;
 
-#define FX_BLOCK 2048 /* elements per block: a block is re-read from L1 for the exp pass */
+#define FX_BLOCK 4096 /* elements per block: a block is re-read from L1/L2 for the exp pass
+                       * (4096 float32: 2.5% faster than 2048 on Zen 4, float64 the same) */
+#define FX_PAIR_BLOCK 2048 /* token_stats: blocks of two arrays (x and y) at once */
 #define FX_SMALL_COLS 64 /* rows up to this many classes are computed FX_W rows at a time */
 #define FX_MAX_STORED_BLOCKS 64 /* rows up to 64 blocks: the gradient pass rescales stored exps */
 

@@ -445,8 +445,11 @@ def guard_main():
     """Every function on inputs against guard pages, every ISA; prints each case before running it."""
     ml = _ml_dtypes()
     dtypes = [np.float32, np.float64, np.float16] + ([ml.bfloat16] if ml else [])
+    from fastxent import _core
+    b, pb = _core.BLOCK, _core.PAIR_BLOCK  # block edges of the row kernels and of token_stats
     cols = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129, 255, 257, 1000,
-            2047, 2048, 2049, 4097, 9000]
+            pb - 1, pb, pb + 1, 2 * pb + 1, b - 1, b, b + 1, 2 * b + 1, 9000]
+    cols = sorted(set(cols))
     rng = np.random.default_rng(0)
     n_cases = 0
     for isa in fastxent.available_isas():
@@ -618,24 +621,27 @@ def test_inf_row_with_probability_targets(logits, target, kw, want):
                                   {"weight": "random"}, {"label_smoothing": 0.1, "softcap": 20.0},
                                   {"prob": True}])
 def test_rows_with_all_minus_inf_blocks(dtype, opts, isa):
-    """Rows whose first, middle or last 2048-element block is all -inf (the block max is
-    -inf while the row max is finite): with label smoothing a leading such block gave a
-    NaN loss (the reference: +inf); the gradient (whose first pass stores each block's
-    exps) must match the reference and be bitwise the same in place."""
+    """Rows whose first, middle or last block (of _core.BLOCK elements) is all -inf (the
+    block max is -inf while the row max is finite): with label smoothing a leading such
+    block gave a NaN loss (the reference: +inf); the gradient (whose first pass stores
+    each block's exps) must match the reference and be bitwise the same in place."""
+    from fastxent import _core
+    b = _core.BLOCK
+    n = 2 * b + 904
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((3, 5000)).astype(dtype)
-    x[0, :2048] = -np.inf
-    x[1, 2048:4096] = -np.inf
-    x[2, 4500:] = -np.inf
+    x = rng.standard_normal((3, n)).astype(dtype)
+    x[0, :b] = -np.inf
+    x[1, b:2 * b] = -np.inf
+    x[2, 2 * b + 452:] = -np.inf
     kw = dict(opts)
     if kw.pop("prob", False):
-        t = rng.random((3, 5000)).astype(dtype)
-        t[:, :2048] = 0.0   # no weight on row 0's -inf block: a finite loss there
+        t = rng.random((3, n)).astype(dtype)
+        t[:, :b] = 0.0   # no weight on row 0's -inf block: a finite loss there
         t /= t.sum(axis=1, keepdims=True)
     else:
-        t = np.array([3000, 5, 100])
+        t = np.array([b + 952, 5, 100])
     if kw.get("weight") == "random":
-        kw["weight"] = rng.random(5000).astype(dtype)
+        kw["weight"] = rng.random(n).astype(dtype)
     loss, g = fastxent.cross_entropy(x, t, return_grad=True, reduction="none", **kw)
     with np.errstate(all="ignore"):
         rloss, rg = _reference_losses(x, t, return_grad=True, reduction="none", **kw)

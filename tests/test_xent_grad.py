@@ -33,6 +33,25 @@ def test_gradient_every_axis(fx, rng, axis, opt, dtype):
             check_xent(fx, logits, t, axis=axis, reduction=reduction, **opts)
 
 
+@pytest.mark.parametrize("extra", [0, 1], ids=["at_limit", "beyond"])
+@pytest.mark.parametrize("kind", ["index", "smooth"])
+def test_gradient_at_the_stored_blocks_limit(fx, isa, rng, extra, kind):
+    """Rows of up to MAX_STORED_BLOCKS blocks keep each block's exps in the gradient
+    (one exp per element); one class more takes the two-exp path: both against the
+    reference, also in place."""
+    from fastxent import _core
+    n = _core.MAX_STORED_BLOCKS * _core.BLOCK + extra
+    logits = logits_like(rng, (2, n), np.float32)
+    logits[1, :_core.BLOCK] -= 30.0  # a first block far below the row max
+    target = np.array([n - 1, 7])
+    opts = {} if kind == "index" else {"label_smoothing": 0.1}
+    check_xent(fx, logits, target, reduction="sum", **opts)
+    _, grad = fx.cross_entropy(logits, target, return_grad=True, **opts)
+    buf = logits.copy()
+    fx.cross_entropy(buf, target, return_grad=True, grad_out=buf, **opts)
+    assert np.array_equal(buf, grad)
+
+
 # --------------------------------------------------------------------------- finite differences
 FD_OPTIONS = {
     "plain": {},
