@@ -253,8 +253,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     Per-block totals are exact sums (`Evaluator`'s integer multiples of 2^-1074) and are
     rounded once at the end, so ``"sum"``/``"mean"`` do not depend on the chunking; the
     local function sums in double (a fixed-order pairwise sum), so the two agree to the
-    rounding of that double sum (the float32 results are almost always bitwise equal).  Gradients and
-    probability targets are not supported here.
+    rounding of that double sum (the float32 results are almost always bitwise equal).
+    Gradients and probability targets are not supported here.
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', got {reduction!r}")
