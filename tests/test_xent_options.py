@@ -464,4 +464,4 @@ def test_softcap_tiny_cap_gradient_finite(dtype):
             fastxent.set_isa(None)
         _, r = fastxent.reference.cross_entropy(x, 0, softcap=1e-30, return_grad=True)
         assert not np.isnan(g).any()
-        np.testing.assert_array_equal(np.isnan(r), np.isnan(g))
+        np.testing.assert_array_equal(g, r)  # every |x| / cap saturates tanh: sech^2 is 0
