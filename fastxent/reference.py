@@ -10,7 +10,7 @@ targets) and Liger-Kernel (``z_loss``, ``softcap``), with the gradient in closed
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, SupportsIndex, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Sequence, SupportsIndex, Tuple, Union, overload
 
 import numpy as np
 from numpy.exceptions import AxisError
@@ -68,6 +68,21 @@ def _promoted(x):
     dtype = np.asarray(x).dtype
     sixteen_bit = (dtype.kind == "f" or dtype.name == "bfloat16") and dtype.itemsize == 2
     return np.dtype(np.float32) if sixteen_bit else dtype
+
+
+@overload  # as fastxent.logsumexp
+def logsumexp(a: ArrayLike, axis: None = None, b: ArrayLike | None = None, keepdims: Literal[False] = False,
+              return_sign: Literal[False] = False, *, n_threads: int | None = None) -> np.floating[Any]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: Literal[False] = False, *, n_threads: int | None = None) -> _FloatArray: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              *, return_sign: Literal[True], n_threads: int | None = None) -> Tuple[_Loss, _Loss]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: bool = False, *, n_threads: int | None = None
+              ) -> _Loss | Tuple[_Loss, _Loss]: ...
 
 
 def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
