@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 from . import _core
 from .typing import ShowConfig
@@ -102,7 +101,7 @@ def set_num_threads(n_threads: int | None) -> int | None:
     return old
 
 
-def _check_threads_arg(n_threads: Any) -> None:
+def _check_threads_arg(n_threads: int) -> None:
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int,)) and not hasattr(n_threads, "__index__"):
         raise TypeError(f"`n_threads` must be an integer or None, got {n_threads!r}")
     if int(n_threads) == 0:
