@@ -25,7 +25,7 @@ if not _compiled_here():
     _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
     _path = [p for p in _sys.path if _os.path.abspath(p or _os.getcwd()) != _root]
     _spec = _machinery.PathFinder.find_spec("fastxent", _path)
-    if _spec is None or _spec.origin == _os.path.abspath(__file__):
+    if _spec is None or _spec.loader is None or _spec.origin == _os.path.abspath(__file__):
         raise ImportError(
             "fastxent's compiled extension is missing: install the package with "
             "`pip install .` (or build in place with `python setup.py build_ext --inplace`)")

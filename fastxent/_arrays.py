@@ -9,6 +9,7 @@ arrays, memmaps).  Any other layout is copied once to C order.
 from __future__ import annotations
 
 import operator
+from typing import Any, Optional, Sequence, SupportsIndex, Tuple, Union
 
 import numpy as np
 
@@ -17,6 +18,8 @@ try:
 except ImportError:  # numpy < 1.25
     from numpy import AxisError
 
+#: (n_outer, n_inner, n_cols, s_outer, s_inner, s_col) of src_c/fastxent.h, strides in elements
+Layout = Tuple[int, int, int, int, int, int]
 SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -50,7 +53,7 @@ def result_dtype(kernel_dtype: np.dtype) -> np.dtype:
     return _F64 if kernel_dtype == _F64 else _F32
 
 
-def as_float_array(x, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     """`x` as an ndarray of a supported dtype (no copy when it already is one)."""
     a = np.asarray(x)
     want = float_dtype(a.dtype, name) if dtype is None else dtype
@@ -59,7 +62,8 @@ def as_float_array(x, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     return a
 
 
-def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
+def normalize_axes(axis: Optional[Union[SupportsIndex, Sequence[SupportsIndex]]], ndim: int,
+                   name: str = "axis") -> tuple[int, ...]:
     """Sorted, unique, non-negative axes; None means all."""
     if axis is None:
         return tuple(range(ndim))
@@ -73,7 +77,7 @@ def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
     return (_one_axis(axis, ndim, name),)
 
 
-def _one_axis(ax, ndim: int, name: str) -> int:
+def _one_axis(ax: Any, ndim: int, name: str) -> int:
     try:
         ax = operator.index(ax)
     except TypeError:
@@ -83,7 +87,7 @@ def _one_axis(ax, ndim: int, name: str) -> int:
     return ax % ndim
 
 
-def as_rows(a: np.ndarray, axes: tuple[int, ...]):
+def as_rows(a: np.ndarray, axes: tuple[int, ...]) -> Tuple[np.ndarray, Layout, Tuple[int, ...], int]:
     """Row view of `a` reducing over `axes`.
 
     Returns ``(base, layout, batch_shape, n_cols)``: `base` is the array whose
@@ -106,10 +110,11 @@ def as_rows(a: np.ndarray, axes: tuple[int, ...]):
         # stays unaligned under ascontiguousarray when it is already contiguous: copy it
         y = np.ascontiguousarray(y) if y.flags.aligned else np.array(y, order="C")
         layout = _layout(y)
+        assert layout is not None  # an aligned C-contiguous array always has one
     return y, layout, batch_shape, n_cols
 
 
-def _layout(y: np.ndarray):
+def _layout(y: np.ndarray) -> Optional[Layout]:
     """(n_outer, n_inner, n_cols, s_outer, s_inner, 1) of a (..., n_cols) array, or None."""
     item = y.itemsize
     n_cols = y.shape[-1]
@@ -122,7 +127,7 @@ def _layout(y: np.ndarray):
         return None
     if n_cols > 1 and y.strides[-1] != item:
         return None
-    dims = []
+    dims: list[tuple[int, int]] = []
     for n, s in zip(y.shape[:-1], y.strides[:-1]):
         if n == 1:
             continue
@@ -141,7 +146,7 @@ def _layout(y: np.ndarray):
     return (n_outer, n_inner, n_cols, s_outer, s_inner, 1)
 
 
-def strided_layout(b: np.ndarray):
+def strided_layout(b: np.ndarray) -> Layout:
     """Layout of a broadcast (..., n_cols) float64 array with any element strides (for `b`)."""
     item = b.itemsize
     if b.ndim != 2 or any(s % item for s in b.strides):

@@ -9,6 +9,7 @@ import os
 import threading
 
 from . import _core
+from .typing import ShowConfig
 
 _ISA_NAMES = [_core.isa_name(i) for i in range(_core.ISA_COUNT)]
 _lock = threading.Lock()
@@ -100,7 +101,7 @@ def set_num_threads(n_threads: int | None) -> int | None:
     return old
 
 
-def _check_threads_arg(n_threads):
+def _check_threads_arg(n_threads: int) -> None:
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int,)) and not hasattr(n_threads, "__index__"):
         raise TypeError(f"`n_threads` must be an integer or None, got {n_threads!r}")
     if int(n_threads) == 0:
@@ -116,7 +117,7 @@ MAX_THREADS = 256
 _forked_child = False
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _forked_child
     _forked_child = True
 
@@ -125,7 +126,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def resolve_n_threads(n_threads) -> int:
+def resolve_n_threads(n_threads: int | None) -> int:
     """Thread count for one call: None -> default; -k -> cpus + 1 - k; capped at MAX_THREADS;
     1 without OpenMP and in a process forked from one that imported fastxent."""
     if n_threads is None:
@@ -204,7 +205,7 @@ def available_isas() -> list[str]:
     return [n for i, n in enumerate(_ISA_NAMES) if _core.isa_supported(i)]
 
 
-def show_config(print_out: bool = True) -> dict:
+def show_config(print_out: bool = True) -> ShowConfig:
     """Report the build and run-time configuration.
 
     Parameters
@@ -227,7 +228,7 @@ def show_config(print_out: bool = True) -> dict:
     """
     from . import __version__
 
-    cfg = {
+    cfg: ShowConfig = {
         "version": __version__,
         "isa": _ISA_NAMES[_core.isa_current()],
         "isas_available": available_isas(),

@@ -25,12 +25,15 @@ import glob as _glob
 import math
 import operator
 import os
+from typing import Sequence, SupportsIndex
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 try:
     import dask
     import dask.array as da
+    from dask.delayed import Delayed
 except ImportError as _e:  # pragma: no cover - exercised only without dask
     raise ImportError('fastxent.dask needs dask: install it with pip install "fastxent[dask]" '
                       f"({_e})") from _e
@@ -214,8 +217,11 @@ def _eval_finish(state, as_evaluator):
 
 
 # --------------------------------------------------------------------------- public API
-def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, z_loss=0.0, softcap=None, n_threads=1, split_every=8):
+def cross_entropy(logits: da.Array, target: da.Array, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, n_threads: int | None = 1, split_every: int = 8
+                  ) -> da.Array:
     r"""`fastxent.cross_entropy` of dask arrays, block by block.
 
     Parameters
@@ -277,8 +283,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     return _scalar(res, rdt)
 
 
-def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False, n_threads=1,
-               split_every=8):
+def perplexity(logits: da.Array, target: da.Array, *, axis: SupportsIndex = -1,
+               ignore_index: SupportsIndex = -100, per_sequence: bool = False,
+               n_threads: int | None = 1, split_every: int = 8) -> da.Array:
     r"""`fastxent.perplexity` of dask arrays.
 
     Parameters
@@ -320,7 +327,9 @@ def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False
     return _scalar(dask.delayed(_ppl_finish, pure=True)(total, rdt), rdt)
 
 
-def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, n_threads=1):
+def token_stats(logits: da.Array, target: da.Array, *, ref_logits: da.Array | None = None,
+                axis: SupportsIndex = -1, ignore_index: SupportsIndex = -100, n_threads: int | None = 1
+                ) -> TokenStats[da.Array, da.Array]:
     r"""`fastxent.token_stats` of dask arrays: a `TokenStats` of dask arrays.
 
     Each field is shaped and chunked like `target`; computing several fields together
@@ -362,8 +371,10 @@ def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, 
     return TokenStats(**out)
 
 
-def evaluate(logits, target, ref_logits=None, *, axis=-1, ignore_index=-100, keep_per_token=True,
-             n_threads=1, split_every=8, return_evaluator=False):
+def evaluate(logits: da.Array, target: da.Array, ref_logits: da.Array | None = None, *,
+             axis: SupportsIndex = -1, ignore_index: SupportsIndex = -100, keep_per_token: bool = True,
+             n_threads: int | None = 1, split_every: int = 8, return_evaluator: bool = False
+             ) -> Delayed:
     r"""The `Evaluator` report of dask arrays, as a lazy `dask.delayed` object.
 
     One `Evaluator` per block; their states are merged in a tree (`split_every` at a
@@ -413,7 +424,8 @@ def _load_rows(path, start, stop):
     return np.load(path, mmap_mode="r")[start:stop]
 
 
-def from_npy(paths, *, rows_per_chunk=None):
+def from_npy(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+             rows_per_chunk: int | None = None) -> da.Array:
     r"""A dask array of ``.npy`` shards concatenated along their first axis.
 
     Nothing is read here but the headers; each task memory-maps its file and hands

@@ -16,13 +16,16 @@ import math
 import operator
 from dataclasses import dataclass, fields
 from fractions import Fraction
+from typing import Any, Dict, Generic, Literal, Mapping, SupportsIndex, TypeVar, Union, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _core
 from ._arrays import as_rows, float_dtype, result_dtype
 from ._config import resolve_n_threads
 from .losses import _check_ignore_index, _check_target, _class_axis
+from .typing import EvaluatorReport
 
 __all__ = ["TokenStats", "token_stats", "kl_divergence", "Evaluator", "format_report"]
 
@@ -32,6 +35,12 @@ PERCENTILES = (("max", 100.0), ("p99.9", 99.9), ("p99", 99.0), ("p95", 95.0), ("
                ("median", 50.0), ("p10", 10.0), ("p5", 5.0), ("p1", 1.0), ("p0.1", 0.1),
                ("min", 0.0))
 _Z95 = 1.959963984540054  # two-sided 95% normal quantile
+_Float = np.floating[Any]
+_FloatArray = NDArray[np.floating[Any]]
+#: the types of TokenStats' float and bool fields: NumPy arrays from `token_stats`, dask
+#: arrays from `fastxent.dask.token_stats`
+_F = TypeVar("_F")
+_B = TypeVar("_B")
 
 
 # --------------------------------------------------------------------------- validation
@@ -88,7 +97,7 @@ def _raw(logits, target, ref_logits, axis, ignore_index, n_threads, want):
 
 # --------------------------------------------------------------------------- token_stats
 @dataclass(frozen=True)
-class TokenStats:
+class TokenStats(Generic[_F, _B]):
     """Per-position statistics returned by `token_stats` (arrays of the target's shape).
 
     Float fields are float32 (float64 for float64 logits); ignored positions hold NaN in
@@ -115,22 +124,24 @@ class TokenStats:
         The reference's NLL of the target and ``P[t]``.
     """
 
-    nll: np.ndarray
-    entropy: np.ndarray
-    p_target: np.ndarray
-    correct: np.ndarray
-    counted: np.ndarray
-    kl: np.ndarray | None = None
-    same_top: np.ndarray | None = None
-    ref_nll: np.ndarray | None = None
-    ref_p_target: np.ndarray | None = None
+    nll: _F
+    entropy: _F
+    p_target: _F
+    correct: _B
+    counted: _B
+    kl: _F | None = None
+    same_top: _B | None = None
+    ref_nll: _F | None = None
+    ref_p_target: _F | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, _F | _B]:
         """The fields as a dict (reference fields only when present)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, n_threads=None):
+def token_stats(logits: ArrayLike, target: ArrayLike, *, ref_logits: ArrayLike | None = None,
+                axis: SupportsIndex = -1, ignore_index: SupportsIndex = -100, n_threads: int | None = None
+                ) -> TokenStats[_FloatArray, NDArray[np.bool_]]:
     r"""Per-token evaluation statistics in one pass over the logits.
 
     For each position, with ``Q = softmax(logits)`` over `axis` and target ``t``: the
@@ -231,7 +242,19 @@ def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, 
     return TokenStats(counted=shaped(counted, False), **kw)
 
 
-def kl_divergence(p_logits, q_logits, *, axis=-1, reduction="none", n_threads=None):
+@overload  # per position (0-d: a NumPy scalar)
+def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsIndex = -1,
+                  reduction: Literal["none"] = "none", n_threads: int | None = None) -> _FloatArray: ...
+@overload  # "sum"/"mean": a NumPy scalar
+def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsIndex = -1,
+                  reduction: Literal["sum", "mean"], n_threads: int | None = None) -> _Float: ...
+@overload
+def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsIndex = -1,
+                  reduction: str = "none", n_threads: int | None = None) -> _Float | _FloatArray: ...
+
+
+def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsIndex = -1,
+                  reduction: str = "none", n_threads: int | None = None) -> _Float | _FloatArray:
     r"""Kullback-Leibler divergence ``KL(P || Q)`` between two sets of logits.
 
     ``P = softmax(p_logits)`` and ``Q = softmax(q_logits)`` along `axis`;
@@ -435,7 +458,7 @@ def _exp(v: float) -> float:
         return math.inf
 
 
-def _percentiles(values: np.ndarray) -> dict:
+def _percentiles(values: np.ndarray) -> Dict[str, float]:
     """Exact percentiles (NumPy's linear interpolation, as llama.cpp) of the kept values.
 
     Percentile q is ``(1 - t) a + t b`` for the sorted values ``a, b`` around the virtual
@@ -518,7 +541,8 @@ class Evaluator:
     0
     """
 
-    def __init__(self, ignore_index=-100, keep_per_token=True, *, axis=-1, n_threads=None):
+    def __init__(self, ignore_index: SupportsIndex = -100, keep_per_token: bool = True, *,
+                 axis: SupportsIndex = -1, n_threads: int | None = None) -> None:
         self.ignore_index = _check_ignore_index(ignore_index)
         if not isinstance(keep_per_token, (bool, np.bool_)):
             raise TypeError(f"`keep_per_token` must be a bool, got {keep_per_token!r}")
@@ -528,7 +552,7 @@ class Evaluator:
         except TypeError:
             raise TypeError(f"`axis` must be an integer, got {axis!r}") from None
         self.n_threads = n_threads
-        self._has_ref = None      # decided by the first update with tokens: True / False
+        self._has_ref: bool | None = None      # decided by the first update with tokens: True / False
         self.tokens = 0
         self.correct = 0
         self.same_top = 0
@@ -536,16 +560,16 @@ class Evaluator:
         self._kl: list[np.ndarray] = []
         self._dp: list[np.ndarray] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         ref = {None: "", True: ", with reference", False: ""}[self._has_ref]
         return f"<Evaluator: {self.tokens} tokens{ref}>"
 
     @property
-    def has_ref(self):
+    def has_ref(self) -> bool | None:
         """True / False once tokens with / without reference logits were added, else None."""
         return self._has_ref
 
-    def update(self, logits, target, ref_logits=None) -> int:
+    def update(self, logits: ArrayLike, target: ArrayLike, ref_logits: ArrayLike | None = None) -> int:
         """Add a batch.
 
         Parameters
@@ -655,14 +679,14 @@ class Evaluator:
         return self
 
     # ---- serialisation
-    def state_dict(self) -> dict:
+    def state_dict(self) -> Dict[str, Any]:
         """Everything the evaluator holds, as plain NumPy arrays and numbers.
 
         The dict can be saved with ``np.savez`` (or pickled, or sent between
         processes) and given to `from_state_dict`.  Exact totals are int64 arrays;
         kept per-token values are float32 arrays.
         """
-        d = {
+        d: Dict[str, Any] = {
             "version": _STATE_VERSION,
             "ignore_index": self.ignore_index,
             "keep_per_token": self.keep_per_token,
@@ -679,7 +703,7 @@ class Evaluator:
         return d
 
     @classmethod
-    def from_state_dict(cls, state, *, n_threads=None) -> "Evaluator":
+    def from_state_dict(cls, state: Mapping[str, Any], *, n_threads: int | None = None) -> "Evaluator":
         """An evaluator restored from `state_dict` (a dict or an ``np.load`` npz file).
 
         Raises
@@ -706,7 +730,7 @@ class Evaluator:
         return ev
 
     # ---- report
-    def report(self) -> dict:
+    def report(self) -> EvaluatorReport:
         """The statistics of every token seen so far.
 
         Returns
@@ -728,7 +752,7 @@ class Evaluator:
             ``p95``, ``p90``, ``median``, ``p10``, ``p5``, ``p1``, ``p0.1``, ``min``.
         """
         n, s = self.tokens, self._sums
-        r: dict = {"tokens": n}
+        r: Any = {"tokens": n}  # an EvaluatorReport, filled key by key
         m, se = _mean_se(s["nll"], s["nll2"], n)
         r["nll_mean"], r["nll_err"] = m, se
         ppl = _exp(m)
@@ -782,7 +806,7 @@ def _pm(v, e, fmt="{:.6f}", scale=1.0, unit=""):
     return f"{fmt.format(v * scale)} ± {fmt.format(e * scale)}{unit}"
 
 
-def format_report(report: dict) -> str:
+def format_report(report: Mapping[str, Any]) -> str:
     """A report of `Evaluator.report` as readable text with error bars.
 
     Parameters

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import operator
+from typing import Any, Literal, SupportsIndex, Tuple, Union, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _core
 from ._arrays import as_rows, float_dtype, is_bfloat16, normalize_axes, result_dtype
 from ._config import resolve_n_threads
 
 REDUCTIONS = ("none", "sum", "mean")
+_Float = np.floating[Any]
+_FloatArray = NDArray[np.floating[Any]]
+_Total = Literal["mean", "sum"]
+_Loss = Union[_Float, _FloatArray]
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -154,9 +160,79 @@ def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
     return g, layout
 
 
-def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_z_loss=False,
-                  return_grad=False, grad_out=None, n_threads=None):
+@overload  # "mean"/"sum": a NumPy scalar
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: _Total = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[False] = False,
+                  return_grad: Literal[False] = False, grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> _Float: ...
+@overload  # per position (0-d: a NumPy scalar)
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: Literal["none"], label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[False] = False,
+                  return_grad: Literal[False] = False, grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> _FloatArray: ...
+@overload  # (loss, grad)
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: _Total = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[False] = False,
+                  return_grad: Literal[True], grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> Tuple[_Float, _FloatArray]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: Literal["none"], label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[False] = False,
+                  return_grad: Literal[True], grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> Tuple[_FloatArray, _FloatArray]: ...
+@overload  # (loss, z)
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: _Total = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[True],
+                  return_grad: Literal[False] = False, grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> Tuple[_Float, _Float]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: Literal["none"], label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[True],
+                  return_grad: Literal[False] = False, grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> Tuple[_FloatArray, _FloatArray]: ...
+@overload  # (loss, z, grad)
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: _Total = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[True],
+                  return_grad: Literal[True], grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> Tuple[_Float, _Float, _FloatArray]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: Literal["none"], label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: Literal[True],
+                  return_grad: Literal[True], grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None) -> Tuple[_FloatArray, _FloatArray, _FloatArray]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: bool = False,
+                  return_grad: bool = False, grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None
+                  ) -> _Loss | Tuple[_Loss, _Loss] | Tuple[_Loss, _Loss, _FloatArray]: ...
+
+
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: bool = False,
+                  return_grad: bool = False, grad_out: _FloatArray | None = None,
+                  n_threads: int | None = None
+                  ) -> _Loss | Tuple[_Loss, _Loss] | Tuple[_Loss, _Loss, _FloatArray]:
     r"""Cross-entropy loss between logits and class targets, with its gradient.
 
     Every option means what it means in :func:`torch.nn.functional.cross_entropy`
@@ -317,7 +393,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
         raise TypeError(f"`target` must hold integer class indices or floating class probabilities, "
                         f"got dtype {t_arr.dtype}")
 
-    grad = grad_layout = None
+    grad: Any = None
+    grad_layout = None
     if return_grad:
         if grad_out is not None:
             grad, grad_layout = _grad_layout(grad_out, x, ax, [("logits", x), ("target", t_arr), ("weight", w)])
@@ -399,7 +476,23 @@ def _reduce(loss, zl, reduction, denom, counted, dt):
         return dt.type(s + z), dt.type(z)
 
 
-def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False, n_threads=None):
+@overload  # the corpus value: a NumPy scalar
+def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+               ignore_index: SupportsIndex = -100,
+               per_sequence: Literal[False] = False, n_threads: int | None = None) -> _Float: ...
+@overload  # one per sequence (0-d: a NumPy scalar)
+def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+               ignore_index: SupportsIndex = -100,
+               per_sequence: Literal[True], n_threads: int | None = None) -> _FloatArray: ...
+@overload
+def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+               ignore_index: SupportsIndex = -100,
+               per_sequence: bool = False, n_threads: int | None = None) -> _Loss: ...
+
+
+def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+               ignore_index: SupportsIndex = -100,
+               per_sequence: bool = False, n_threads: int | None = None) -> _Loss:
     r"""Perplexity of a model on integer targets.
 
     ``exp(total negative log-likelihood / counted tokens)``, counting the

@@ -7,8 +7,10 @@ including its handling of infinities, NaN, zero weights and empty input; the los
 PyTorch (``ignore_index``, ``reduction``, ``weight``, ``label_smoothing``, class-probability
 targets) and Liger-Kernel (``z_loss``, ``softcap``), with the gradient in closed form.
 """
+from __future__ import annotations
 
 import operator
+from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Sequence, SupportsIndex, Tuple, Union, overload
 
 import numpy as np
 from numpy.exceptions import AxisError
@@ -18,8 +20,18 @@ __all__ = ["logsumexp", "softmax", "log_softmax", "cross_entropy", "perplexity"]
 
 _REDUCTIONS = ("none", "sum", "mean")
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
-def _float_input(x, name, promote_int=True):
+    from .typing import EvaluatorReport
+
+    _Axes = Optional[Union[int, Sequence[int]]]
+    _FloatArray = NDArray[np.floating[Any]]
+    # an array, or a NumPy scalar where the result is 0-d or a total
+    _Loss = Union[np.floating[Any], _FloatArray]
+
+
+def _float_input(x: ArrayLike, name: str, promote_int: bool = True) -> NDArray[Any]:
     """Return ``x`` as an array of a supported dtype.
 
     float32/float64 as they are; float16 and bfloat16 (ml_dtypes) widened to float32,
@@ -58,7 +70,24 @@ def _promoted(x):
     return np.dtype(np.float32) if sixteen_bit else dtype
 
 
-def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_threads=None):
+@overload  # as fastxent.logsumexp
+def logsumexp(a: ArrayLike, axis: None = None, b: ArrayLike | None = None, keepdims: Literal[False] = False,
+              return_sign: Literal[False] = False, *, n_threads: int | None = None) -> np.floating[Any]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: Literal[False] = False, *, n_threads: int | None = None) -> _FloatArray: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              *, return_sign: Literal[True], n_threads: int | None = None) -> Tuple[_Loss, _Loss]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: bool = False, *, n_threads: int | None = None
+              ) -> _Loss | Tuple[_Loss, _Loss]: ...
+
+
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: bool = False, *, n_threads: int | None = None
+              ) -> _Loss | Tuple[_Loss, _Loss]:
     """Log of the sum of exponentials, ``log(sum(b * exp(a)))``, as ``scipy.special.logsumexp``.
 
     Parameters
@@ -134,7 +163,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_thre
     return _result(out, dtype)
 
 
-def softmax(x, axis=None, *, n_threads=None):
+def softmax(x: ArrayLike, axis: _Axes = None, *, n_threads: int | None = None) -> _FloatArray:
     """``exp(x) / sum(exp(x))`` along `axis`, as ``scipy.special.softmax``.
 
     Parameters
@@ -161,7 +190,7 @@ def softmax(x, axis=None, *, n_threads=None):
         return _result(e / np.sum(e, axis=axis, keepdims=True), dtype)
 
 
-def log_softmax(x, axis=None, *, n_threads=None):
+def log_softmax(x: ArrayLike, axis: _Axes = None, *, n_threads: int | None = None) -> _FloatArray:
     """``x - logsumexp(x)`` along `axis`, as ``scipy.special.log_softmax``.
 
     Parameters
@@ -335,9 +364,12 @@ def _terms(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smo
                 counted=counted, denom=denom, dtype=dtype, axis=axis)
 
 
-def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_z_loss=False,
-                  return_grad=False, grad_out=None, n_threads=None):
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+                  weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, return_z_loss: bool = False, return_grad: bool = False,
+                  grad_out: _FloatArray | None = None, n_threads: int | None = None
+                  ) -> _Loss | Tuple[_Loss, _Loss] | Tuple[_Loss, _Loss, _FloatArray]:
     """Cross-entropy of class targets against logits, as PyTorch's ``cross_entropy``.
 
     Per position, with ``x`` the logits (after `softcap`) and ``lse = logsumexp(x)``::
@@ -462,7 +494,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     return (*out, grad)
 
 
-def perplexity(logits, target, *, axis=-1, ignore_index=-100, per_sequence=False, n_threads=None):
+def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
+               ignore_index: SupportsIndex = -100, per_sequence: bool = False,
+               n_threads: int | None = None) -> _Loss:
     """``exp(total loss / counted positions)``, overall or per sequence.
 
     Parameters
@@ -556,7 +590,9 @@ def _token_stats64(logits, target, ref_logits, axis, ignore_index):
     return out, counted, dtype
 
 
-def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, n_threads=None):
+def token_stats(logits: ArrayLike, target: ArrayLike, *, ref_logits: ArrayLike | None = None,
+                axis: SupportsIndex = -1, ignore_index: SupportsIndex = -100,
+                n_threads: int | None = None) -> Dict[str, NDArray[Any]]:
     """Per-position statistics of a model's logits against integer targets, as a dict.
 
     With ``Q = softmax(logits)`` and, when `ref_logits` is given, ``P = softmax(ref_logits)``
@@ -604,7 +640,8 @@ def token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, 
     return res
 
 
-def kl_divergence(p_logits, q_logits, *, axis=-1, reduction="none", n_threads=None):
+def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsIndex = -1,
+                  reduction: str = "none", n_threads: int | None = None) -> _Loss:
     """``KL(P || Q) = sum(P (log P - log Q))`` with ``P = softmax(p_logits)``,
     ``Q = softmax(q_logits)`` along `axis` (see `token_stats` for the special values).
 
@@ -677,7 +714,8 @@ def _percentiles(values, qs):
     return out
 
 
-def evaluate_reference(logits, target, ref_logits=None, *, axis=-1, ignore_index=-100):
+def evaluate_reference(logits: ArrayLike, target: ArrayLike, ref_logits: ArrayLike | None = None, *,
+                       axis: SupportsIndex = -1, ignore_index: SupportsIndex = -100) -> EvaluatorReport:
     """The report of `fastxent.Evaluator` for one batch, from `token_stats` in float64.
 
     Over the counted positions (n of them): the mean NLL and its standard error
@@ -718,7 +756,7 @@ def evaluate_reference(logits, target, ref_logits=None, *, axis=-1, ignore_index
         return p, (float(np.sqrt(p * (1 - p) / (n - 1))) if n > 1 else np.nan)
 
     with np.errstate(all="ignore"):
-        r = {"tokens": n}
+        r: Any = {"tokens": n}  # an EvaluatorReport, filled key by key
         m, se = mean_se(v["nll"])
         r["nll_mean"], r["nll_err"] = m, se
         r["ppl"], r["ppl_err"] = float(np.exp(m)), float(np.exp(m) * se)

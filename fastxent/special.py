@@ -1,7 +1,10 @@
 """Drop-in replacements for scipy.special.logsumexp, softmax and log_softmax."""
 from __future__ import annotations
 
+from typing import Any, Literal, Optional, Sequence, SupportsIndex, Tuple, Union, overload
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _core
 from ._arrays import (as_float_array, as_rows, float_dtype, is_bfloat16, normalize_axes, result_dtype,
@@ -9,9 +12,32 @@ from ._arrays import (as_float_array, as_rows, float_dtype, is_bfloat16, normali
 from ._config import resolve_n_threads
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_Axes = Optional[Union[SupportsIndex, Sequence[SupportsIndex]]]
+_Float = np.floating[Any]
+_FloatArray = NDArray[np.floating[Any]]
 
 
-def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, n_threads=None):
+@overload  # axis=None and keepdims=False: always a NumPy scalar
+def logsumexp(a: ArrayLike, axis: None = None, b: ArrayLike | None = None, keepdims: Literal[False] = False,
+              return_sign: Literal[False] = False, *, n_threads: int | None = None) -> _Float: ...
+@overload  # an array (a NumPy scalar when the result is 0-d, e.g. 1-d `a` with an axis)
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: Literal[False] = False, *, n_threads: int | None = None) -> _FloatArray: ...
+@overload
+def logsumexp(a: ArrayLike, axis: None = None, b: ArrayLike | None = None, keepdims: Literal[False] = False,
+              *, return_sign: Literal[True], n_threads: int | None = None) -> Tuple[_Float, _Float]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              *, return_sign: Literal[True], n_threads: int | None = None) -> Tuple[_FloatArray, _FloatArray]: ...
+@overload
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: bool = False, *, n_threads: int | None = None
+              ) -> _Float | _FloatArray | Tuple[_Float | _FloatArray, _Float | _FloatArray]: ...
+
+
+def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keepdims: bool = False,
+              return_sign: bool = False, *, n_threads: int | None = None
+              ) -> _Float | _FloatArray | Tuple[_Float | _FloatArray, _Float | _FloatArray]:
     r"""Compute the log of the sum of exponentials of input elements.
 
     Same signature, defaults and results as :func:`scipy.special.logsumexp`
@@ -194,7 +220,7 @@ def _softmax(x, axis, log: bool, n_threads):
     return out[0] if scalar else out
 
 
-def softmax(x, axis=None, *, n_threads=None):
+def softmax(x: ArrayLike, axis: _Axes = None, *, n_threads: int | None = None) -> _FloatArray:
     r"""Compute the softmax function.
 
     Same signature, defaults and results as :func:`scipy.special.softmax` for
@@ -241,7 +267,7 @@ def softmax(x, axis=None, *, n_threads=None):
     return _softmax(x, axis, False, n_threads)
 
 
-def log_softmax(x, axis=None, *, n_threads=None):
+def log_softmax(x: ArrayLike, axis: _Axes = None, *, n_threads: int | None = None) -> _FloatArray:
     r"""Compute the logarithm of the softmax function.
 
     Same signature, defaults and results as :func:`scipy.special.log_softmax`
