@@ -45,18 +45,19 @@ def float_dtype(dtype: np.dtype, name: str, promote_int: bool = True) -> np.dtyp
     raise TypeError(f"`{name}` has dtype {dtype}; supported dtypes are {SUPPORTED_NAMES}{extra}")
 
 
-def float_operand(x, name: str, dtype: np.dtype) -> np.ndarray:
-    """A floating argument beside the logits (`weight`, probability targets, `b`) as `dtype`.
+def float_operand(x, name: str, dtype: np.dtype | None = None, promote_int: bool = True) -> np.ndarray:
+    """A floating argument beside the logits (`weight`, probability targets, `b`), checked.
 
-    The one check of every such argument: it accepts what the logits accept (float16,
-    bfloat16, float32, float64) plus integers and bool, and raises the TypeError of
-    `float_dtype` naming `name` for anything else (complex, longdouble, object, ...).
-    The values are then converted to `dtype`, the dtype the kernel reads them in (the
-    result dtype: float32 or float64, into which every 16-bit value widens exactly).
+    The one check of every such argument: it accepts every logits dtype (float16,
+    bfloat16, float32, float64) plus, with `promote_int`, integers and bool, and raises
+    the TypeError of `float_dtype` naming `name` for anything else (complex, longdouble,
+    object, ...).  The values are then converted to `dtype` when given: the dtype the
+    kernel reads them in (the result dtype, float32 or float64, into which every 16-bit
+    value widens exactly); None returns the array in its own dtype.
     """
     a = np.asarray(x)
-    float_dtype(a.dtype, name)
-    return a if a.dtype == dtype else a.astype(dtype)
+    float_dtype(a.dtype, name, promote_int=promote_int)
+    return a if dtype is None or a.dtype == dtype else a.astype(dtype)
 
 
 def pair_dtype(a: np.dtype, b: np.dtype) -> np.dtype:

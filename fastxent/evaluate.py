@@ -77,7 +77,7 @@ def _stats(x: np.ndarray, ax: int, t64, ignore_index: int, ref, out: dict, nt: i
         return x.dtype
     kdt = pair_dtype(x.dtype, ref.dtype)
     xm, rm = np.moveaxis(x, ax, -1), np.moveaxis(ref, ax, -1)
-    batch, last = xm.shape[:-1], xm.ndim - 1
+    batch = xm.shape[:-1]
     tb = None if t64 is None else t64.reshape(batch)
     ob = [None if a is None else a.reshape(batch) for a in args]
     for idx in row_blocks(batch, xm.shape[-1], _WIDEN_ELEMS):
@@ -85,8 +85,8 @@ def _stats(x: np.ndarray, ax: int, t64, ignore_index: int, ref, out: dict, nt: i
         xc, rc = xm[idx], rm[idx]
         xc = xc if xc.dtype == kdt else xc.astype(kdt)
         rc = rc if rc.dtype == kdt else rc.astype(kdt)
-        base, layout, _, _ = as_rows(xc, (last,))
-        rbase, rlayout, _, _ = as_rows(rc, (last,))
+        base, layout, _, _ = as_rows(xc, (xc.ndim - 1,))
+        rbase, rlayout, _, _ = as_rows(rc, (rc.ndim - 1,))
         if layout[0] * layout[1] == 0:
             continue
         _core.token_stats(base, layout, None if tb is None else tb[idx].reshape(-1), ignore_index,
