@@ -48,6 +48,57 @@ def float_dtype(dtype: np.dtype, name: str, promote_int: bool = True) -> np.dtyp
     raise TypeError(f"`{name}` has dtype {dtype}; supported dtypes are {SUPPORTED_NAMES}{extra}")
 
 
+def float_operand(x, name: str, dtype: np.dtype | None = None, promote_int: bool = True) -> np.ndarray:
+    """A floating argument beside the logits (`weight`, probability targets, `b`), checked.
+
+    The one check of every such argument: it accepts every logits dtype (float16,
+    bfloat16, float32, float64) plus, with `promote_int`, integers and bool, and raises
+    the TypeError of `float_dtype` naming `name` for anything else (complex, longdouble,
+    object, ...).  The values are then converted to `dtype` when given: the dtype the
+    kernel reads them in (the result dtype, float32 or float64, into which every 16-bit
+    value widens exactly); None returns the array in its own dtype.
+    """
+    a = np.asarray(x)
+    float_dtype(a.dtype, name, promote_int=promote_int)
+    return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+
+
+def pair_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
+    """The dtype two sets of logits (model and reference) are compared in.
+
+    The one rule of `kl_divergence`, `token_stats`, `Evaluator`, `fastxent.dask` and
+    ``fastxent eval --ref-logits``: each side is read in its own precision, never
+    rounded.  Equal dtypes are read as they are; otherwise the narrower side is
+    widened (exactly) to the smallest kernel dtype holding both: float64 when either
+    is float64, else float32 (float16 with bfloat16 widens both to float32).
+    """
+    if a == b:
+        return a
+    return _F64 if _F64 in (a, b) else _F32
+
+
+def row_blocks(batch_shape: tuple, n_cols: int, max_elems: int):
+    """Index tuples splitting a (*batch_shape, n_cols) array into blocks of whole rows.
+
+    Each block holds at most ``max(n_cols, max_elems)`` elements, blocks follow C order,
+    and ``a[idx]`` of a C-contiguous array of shape `batch_shape` (or `batch_shape` plus
+    trailing axes) is C-contiguous: integers on leading axes, one slice, then whole
+    axes.  One block (``()``) when everything fits.
+    """
+    rows_per = max(1, max_elems // max(1, n_cols))
+    k, inner = len(batch_shape), 1
+    while k > 0 and inner * batch_shape[k - 1] <= rows_per:
+        k -= 1
+        inner *= batch_shape[k]
+    if k == 0:
+        yield ()
+        return
+    step = rows_per // inner
+    for lead in np.ndindex(*batch_shape[:k - 1]):
+        for s in range(0, batch_shape[k - 1], step):
+            yield lead + (slice(s, s + step),)
+
+
 def result_dtype(kernel_dtype: np.dtype) -> np.dtype:
     """Per-position results: float64 for float64 input, float32 for everything else."""
     return _F64 if kernel_dtype == _F64 else _F32

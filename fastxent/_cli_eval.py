@@ -3,10 +3,11 @@
 Files are memory-mapped (``np.load(mmap_mode="r")``) and processed in chunks of rows,
 so memory stays bounded whatever the file sizes: about ``chunk_rows * vocab * itemsize``
 bytes of mapped logits per input at a time (pages of finished chunks are released with
-``madvise(MADV_DONTNEED)`` where available), plus a converted copy of a chunk when the
-reference's dtype differs from the model's or a layout needs one, plus the targets of one
-chunk during the up-front range check, plus 8 bytes per counted token for the exact KL and
-delta-p percentiles when reference logits are given.
+``madvise(MADV_DONTNEED)`` where available), plus a widened copy of a block of rows of
+the narrower side when the two dtypes differ (each side is read in its own precision, as
+`fastxent.token_stats`; the wider one is never rounded) or a copy when a layout needs one,
+plus the targets of one chunk during the up-front range check, plus 8 bytes per counted
+token for the exact KL and delta-p percentiles when reference logits are given.
 """
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def add_eval_parser(subparsers):
     p.add_argument("--targets", required=True, metavar="T.npy",
                    help="integer class indices, the shape of the logits without the vocab axis")
     p.add_argument("--ref-logits", metavar="R.npy",
-                   help="reference logits of the same shape (converted chunk by chunk to the "
-                        "model's dtype when it differs)")
+                   help="reference logits of the same shape, any logits dtype (each file is read in "
+                        "its own precision: the narrower one is widened, never the wider rounded)")
     p.add_argument("--ignore-index", type=int, default=-100, metavar="N",
                    help="target value of positions not counted (default -100)")
     p.add_argument("--shift", action="store_true",

@@ -39,7 +39,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without dask
                       f"({_e})") from _e
 
 from . import losses as _losses
-from ._arrays import float_dtype, result_dtype
+from ._arrays import float_dtype, pair_dtype, result_dtype
 from .evaluate import Evaluator, TokenStats, _ExactSum, _OUTPUTS, _BOOL, _NEED_REF
 from .evaluate import token_stats as _token_stats
 
@@ -62,7 +62,7 @@ def _known(a, name: str):
 
 
 def _prepare(logits, target, ref_logits, axis):
-    """Checked inputs with the class axis last: (x, t, ref or None, kernel dtype)."""
+    """Checked inputs with the class axis last: (x, t, ref or None, kernel dtype of the pair)."""
     _need_dask(logits, "logits", "for NumPy arrays use the functions of `fastxent`, or wrap "
                "them with `dask.array.from_array(logits, chunks=(rows, -1))`")
     float_dtype(logits.dtype, "logits", promote_int=False)
@@ -102,7 +102,10 @@ def _prepare(logits, target, ref_logits, axis):
             raise ValueError(f"`ref_logits` is chunked {ref_logits.chunks} but `logits` is "
                              f"chunked {logits.chunks}; they must match: "
                              "`ref_logits = ref_logits.rechunk(logits.chunks)`")
-    return x, target, ref, float_dtype(logits.dtype, "logits", promote_int=False)
+    kdt = float_dtype(logits.dtype, "logits", promote_int=False)
+    if ref is not None:  # the pair is read by fastxent.token_stats's rule (_arrays.pair_dtype)
+        kdt = pair_dtype(kdt, float_dtype(ref.dtype, "ref_logits", promote_int=False))
+    return x, target, ref, kdt
 
 
 def _blocks(*arrays):
@@ -340,7 +343,8 @@ def token_stats(logits: da.Array, target: da.Array, *, ref_logits: da.Array | No
     logits, target : dask.array.Array
         As `cross_entropy` of this module.
     ref_logits : dask.array.Array, optional
-        Reference logits shaped and chunked like `logits`.
+        Reference logits shaped and chunked like `logits`, of any supported dtype
+        (each side read in its own precision, as `fastxent.token_stats`).
     axis, ignore_index
         As `fastxent.token_stats`.
     n_threads : int, optional
@@ -387,7 +391,8 @@ def evaluate(logits: da.Array, target: da.Array, ref_logits: da.Array | None = N
     logits, target : dask.array.Array
         As `cross_entropy` of this module.
     ref_logits : dask.array.Array, optional
-        Reference logits shaped and chunked like `logits`.
+        Reference logits shaped and chunked like `logits`, of any supported dtype
+        (each side read in its own precision, as `fastxent.token_stats`).
     axis, ignore_index, keep_per_token
         As `Evaluator`.
     n_threads : int, optional

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import as_rows, float_dtype, result_dtype
+from ._arrays import as_rows, float_dtype, pair_dtype, result_dtype, row_blocks
 from ._config import resolve_n_threads
 from .losses import _check_ignore_index, _check_target, _class_axis
 from .typing import EvaluatorReport
@@ -53,20 +53,54 @@ def _logits(x, name: str) -> np.ndarray:
 
 
 def _ref_like(ref, x: np.ndarray, name: str, other: str) -> np.ndarray:
-    """`ref` with the shape of `x`, converted (one copy) to x's dtype when it differs."""
-    r = np.asarray(ref)
+    """`ref` with the shape of `x`, in its own (supported) dtype."""
+    r = _logits(ref, name)
     if r.shape != x.shape:
         raise ValueError(f"`{name}` has shape {r.shape} but `{other}` has shape {x.shape}; "
                          "they must be equal")
-    float_dtype(r.dtype, name, promote_int=False)  # TypeError for unsupported dtypes
-    if r.dtype != x.dtype or not r.dtype.isnative:
-        r = r.astype(x.dtype)
     return r
 
 
 _OUTPUTS = ("nll", "entropy", "p_target", "correct", "kl", "same_top", "ref_nll", "ref_p_target")
 _BOOL = ("correct", "same_top")
 _NEED_REF = ("kl", "same_top", "ref_nll", "ref_p_target")
+_WIDEN_ELEMS = 1 << 20   # elements per side widened at a time when the two dtypes differ
+
+
+def _stats(x: np.ndarray, ax: int, t64, ignore_index: int, ref, out: dict, nt: int) -> np.dtype:
+    """Run the statistics kernel on x (and ref) into the flat outputs `out`; returns the
+    dtype the rows were read in.
+
+    The two sides are read by `_arrays.pair_dtype`'s rule: equal dtypes as they are (one
+    kernel call, no copy); different ones with the narrower side widened exactly to the
+    pair dtype a block of rows at a time (at most `_WIDEN_ELEMS` elements per side), so
+    that the wider side is never rounded and no whole-array copy is made.
+    """
+    args = [out.get(k) for k in _OUTPUTS]
+    if ref is None or ref.dtype == x.dtype:
+        base, layout, _, _ = as_rows(x, (ax,))
+        rbase = rlayout = None
+        if ref is not None:
+            rbase, rlayout, _, _ = as_rows(ref, (ax,))
+        _core.token_stats(base, layout, t64, ignore_index, rbase, rlayout, *args, nt)
+        return x.dtype
+    kdt = pair_dtype(x.dtype, ref.dtype)
+    xm, rm = np.moveaxis(x, ax, -1), np.moveaxis(ref, ax, -1)
+    batch = xm.shape[:-1]
+    tb = None if t64 is None else t64.reshape(batch)
+    ob = [None if a is None else a.reshape(batch) for a in args]
+    for idx in row_blocks(batch, xm.shape[-1], _WIDEN_ELEMS):
+        idx = idx + (Ellipsis,)
+        xc, rc = xm[idx], rm[idx]
+        xc = xc if xc.dtype == kdt else xc.astype(kdt)
+        rc = rc if rc.dtype == kdt else rc.astype(kdt)
+        base, layout, _, _ = as_rows(xc, (xc.ndim - 1,))
+        rbase, rlayout, _, _ = as_rows(rc, (rc.ndim - 1,))
+        if layout[0] * layout[1] == 0:
+            continue
+        _core.token_stats(base, layout, None if tb is None else tb[idx].reshape(-1), ignore_index,
+                          rbase, rlayout, *(None if a is None else a[idx].reshape(-1) for a in ob), nt)
+    return kdt
 
 
 def _raw(logits, target, ref_logits, axis, ignore_index, n_threads, want):
@@ -81,18 +115,15 @@ def _raw(logits, target, ref_logits, axis, ignore_index, n_threads, want):
     ax = _class_axis(axis, x.ndim)
     ref = None if ref_logits is None else _ref_like(ref_logits, x, "ref_logits", "logits")
     t64, _ = _check_target(target, x, ax, ignore_index)
-    base, layout, batch, _ = as_rows(x, (ax,))
-    rbase = rlayout = None
-    if ref is not None:
-        rbase, rlayout, _, _ = as_rows(ref, (ax,))
-    else:
+    batch = x.shape[:ax] + x.shape[ax + 1:]
+    kdt = x.dtype if ref is None else pair_dtype(x.dtype, ref.dtype)
+    if ref is None:
         want = [w for w in want if w not in _NEED_REF]
     rows = t64.size
     out = {k: np.empty(rows, dtype=bool if k in _BOOL else np.float64) for k in want}
     if rows:
-        _core.token_stats(base, layout, t64, ignore_index, rbase, rlayout,
-                          *(out.get(k) for k in _OUTPUTS), nt)
-    return out, t64 != ignore_index, batch, result_dtype(x.dtype)
+        _stats(x, ax, t64, ignore_index, ref, out, nt)
+    return out, t64 != ignore_index, batch, result_dtype(kdt)
 
 
 # --------------------------------------------------------------------------- token_stats
@@ -100,7 +131,8 @@ def _raw(logits, target, ref_logits, axis, ignore_index, n_threads, want):
 class TokenStats(Generic[_F, _B]):
     """Per-position statistics returned by `token_stats` (arrays of the target's shape).
 
-    Float fields are float32 (float64 for float64 logits); ignored positions hold NaN in
+    Float fields are float32 (float64 when float64 logits are involved, see `token_stats`);
+    ignored positions hold NaN in
     float fields and False in boolean ones.  The reference fields are None without
     `ref_logits`.
 
@@ -157,8 +189,10 @@ def token_stats(logits: ArrayLike, target: ArrayLike, *, ref_logits: ArrayLike |
         Class indices with the shape of `logits` without `axis`: values in ``[0, C)``
         or `ignore_index`.
     ref_logits : array_like, optional
-        Reference logits of the same shape.  A different dtype is converted to the
-        dtype of `logits` first (one copy of `ref_logits`).
+        Reference logits of the same shape, of any supported dtype.  Each side is read
+        in its own precision: with different dtypes the narrower side is widened
+        exactly (to float64 when either is float64, else float32), a block of rows
+        at a time; the wider side is never rounded.
     axis : int, optional
         The class axis (default: last).
     ignore_index : int, optional
@@ -171,8 +205,8 @@ def token_stats(logits: ArrayLike, target: ArrayLike, *, ref_logits: ArrayLike |
     -------
     TokenStats
         Arrays of the target's shape (0-d input gives NumPy scalars): float32 for
-        float32/float16/bfloat16 logits, float64 for float64; bool for `correct`,
-        `same_top` and `counted`.
+        float32/float16/bfloat16 logits, float64 for float64 (float64 also when
+        `ref_logits` is float64); bool for `correct`, `same_top` and `counted`.
 
     Raises
     ------
@@ -263,8 +297,9 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsInd
     Parameters
     ----------
     p_logits, q_logits : array_like of float32, float64, float16 or bfloat16
-        Logits of the same shape.  When their dtypes differ, both are computed in
-        float64 if either is float64, else in float32 (a copy of the one converted).
+        Logits of the same shape.  Each is read in its own precision: when their
+        dtypes differ, the narrower one is widened exactly (to float64 if either is
+        float64, else float32), a block of rows at a time; nothing is rounded.
     axis : int, optional
         The class axis (default: last).
     reduction : {"none", "sum", "mean"}, optional
@@ -318,18 +353,13 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsInd
     if p.shape != q.shape:
         raise ValueError(f"`p_logits` has shape {p.shape} but `q_logits` has shape {q.shape}; "
                          "they must be equal")
-    if p.dtype != q.dtype:
-        common = np.dtype(np.float64 if np.float64 in (p.dtype, q.dtype) else np.float32)
-        p, q = p.astype(common, copy=False), q.astype(common, copy=False)
     ax = _class_axis(axis, q.ndim)
-    qbase, qlayout, batch, _ = as_rows(q, (ax,))
-    pbase, playout, _, _ = as_rows(p, (ax,))
-    rows = qlayout[0] * qlayout[1]
+    batch = q.shape[:ax] + q.shape[ax + 1:]
+    rows = int(np.prod(batch, dtype=np.int64))
     kl = np.empty(rows, dtype=np.float64)
     if rows:
-        _core.token_stats(qbase, qlayout, None, 0, pbase, playout,
-                          None, None, None, None, kl, None, None, None, nt)
-    dt = result_dtype(q.dtype)
+        _stats(q, ax, None, 0, p, {"kl": kl}, nt)
+    dt = result_dtype(pair_dtype(q.dtype, p.dtype))
     if reduction == "none":
         with np.errstate(over="ignore"):
             res = kl.reshape(batch).astype(dt, copy=False)
@@ -581,8 +611,9 @@ class Evaluator:
             Class indices of the shape of `logits` without `axis`; `ignore_index`
             positions are skipped.
         ref_logits : array_like, optional
-            Reference logits of the shape of `logits`.  Either every batch that counts
-            tokens has them or none does.
+            Reference logits of the shape of `logits`, of any supported dtype (each side
+            read in its own precision, as `token_stats`).  Either every batch that
+            counts tokens has them or none does.
 
         Returns
         -------

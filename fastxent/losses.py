@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import as_rows, float_dtype, is_bfloat16, normalize_axes, result_dtype
+from ._arrays import as_rows, float_dtype, float_operand, is_bfloat16, normalize_axes, result_dtype
 from ._config import resolve_n_threads
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -115,9 +115,7 @@ def _check_scalar(value, name: str, lo: float, hi: float = np.inf, lo_open: bool
 def _check_weight(weight, n_cols: int, dt: np.dtype):
     if weight is None:
         return None
-    w = np.asarray(weight)
-    if w.dtype.kind not in "iuf":
-        raise TypeError(f"`weight` must be a real array, got dtype {w.dtype}")
+    w = float_operand(weight, "weight")  # every logits dtype, integers and bool
     if w.shape != (n_cols,):
         raise ValueError(f"`weight` must have shape ({n_cols},) (one weight per class), got {w.shape}")
     w = aligned_c(w, dt)
@@ -386,7 +384,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
             raise TypeError(f"`target` of dtype {t_arr.dtype} is read as class probabilities and must "
                             f"have the shape of `logits` {x.shape}, got {t_arr.shape}; class indices "
                             "must be integers")
-        prob, prob_layout, _, _ = as_rows(np.asarray(t_arr, dtype=rdt), (ax,))
+        prob, prob_layout, _, _ = as_rows(float_operand(t_arr, "target", rdt, promote_int=False), (ax,))
         counted = rows
         denom = float(rows)
     else:

@@ -279,7 +279,7 @@ def _class_weights(weight, n_classes):
     if weight is None:
         return np.ones(n_classes)
     w = np.asarray(weight)
-    if w.dtype.kind not in "iuf":
+    if w.dtype.kind not in "iuf" and not (w.dtype.name == "bfloat16" and w.dtype.itemsize == 2):
         raise TypeError(f"`weight` must be a real array, not {w.dtype}")
     if w.shape != (n_classes,):
         raise ValueError(f"`weight` has shape {w.shape}; expected ({n_classes},), one per class")
@@ -575,9 +575,11 @@ def _token_stats64(logits, target, ref_logits, axis, ignore_index):
             raise ValueError(f"`ref_logits` has shape {r.shape}; expected {raw.shape}, the shape "
                              "of `logits`")
         _float_input(r, "ref_logits", promote_int=False)
-        if r.dtype != raw.dtype:
-            r = r.astype(raw.dtype)  # the reference is read in the logits' dtype
-        y, _, _ = _logits_last(r, axis)
+        # each side read as given (never rounded to the other's dtype); float64 results
+        # when either side is float64
+        y, rdt, _ = _logits_last(r, axis)
+        if rdt == np.float64:
+            dtype = rdt
         logp, dist_y, top_y, arg_y = _distribution(y)
         with np.errstate(all="ignore"):
             pick = (np.take_along_axis(logp, idx, axis=-1)[..., 0] if y.shape[-1]
@@ -620,8 +622,8 @@ def token_stats(logits: ArrayLike, target: ArrayLike, *, ref_logits: ArrayLike |
     target : array_like of int
         Class indices of the shape of `logits` without `axis`.
     ref_logits : array_like, optional
-        Reference logits of the shape of `logits`, rounded to the dtype of `logits` first
-        when their dtype differs.
+        Reference logits of the shape of `logits`, of any supported dtype, read as given
+        (float64 results when either is float64).
     axis, ignore_index
         As in `cross_entropy`.
     n_threads : int, optional
@@ -648,8 +650,8 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsInd
     Parameters
     ----------
     p_logits, q_logits : array_like
-        Logits of the same shape (float32, float64, float16, bfloat16). Different dtypes are
-        both converted to float64 if either is float64, else to float32.
+        Logits of the same shape (float32, float64, float16, bfloat16), each read as given;
+        the result is float64 if either is float64, else float32.
     axis : int, optional
         The class axis.
     reduction : {'none', 'sum', 'mean'}, optional
@@ -671,8 +673,6 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsInd
     y, pdt, _ = _logits_last(p, axis)
     x, qdt, _ = _logits_last(q, axis)
     dtype = np.dtype(np.float64 if np.float64 in (pdt, qdt) else np.float32)
-    if p.dtype != q.dtype:  # both rounded to the common dtype
-        y, x = y.astype(dtype).astype(np.float64), x.astype(dtype).astype(np.float64)
     logp, dist_y, _, _ = _distribution(y)
     logq, dist_x, _, _ = _distribution(x)
     kl = _kl_rows(y, logp, x, logq) if x.shape[-1] else np.full(x.shape[:-1], np.nan)

@@ -7,8 +7,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import (as_float_array, as_rows, float_dtype, is_bfloat16, normalize_axes, result_dtype,
-                      strided_layout)
+from ._arrays import (as_float_array, as_rows, float_dtype, float_operand, is_bfloat16, normalize_axes,
+                      result_dtype, strided_layout)
 from ._config import resolve_n_threads
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -121,8 +121,7 @@ def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keep
     a_raw, a = a, np.asarray(a)
     kdt = float_dtype(a.dtype, "a")
     if b is not None:
-        b_raw, b = b, np.asarray(b)
-        float_dtype(b.dtype, "b")
+        b_raw, b = b, float_operand(b, "b")
         # the weighted kernel reads `a` converted to the result dtype (float32 or float64), as
         # SciPy converts it (exactly, except int64 beyond 2**53 as in SciPy)
         kdt = _weighted_result_dtype(a_raw, a, b_raw, b)

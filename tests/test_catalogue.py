@@ -108,7 +108,8 @@ ROWS = [
     ("cross_entropy", "cross_entropy(x, t, weight=np.array([1.0, -1.0, 1.0]))", ValueError,
      "`weight` must be finite and >= 0; weight[1] = -1.0"),
     ("cross_entropy", "cross_entropy(x, t, weight=np.ones(3, np.complex64))", TypeError,
-     "`weight` must be a real array, got dtype complex64"),
+     "`weight` is complex (complex64); fastxent handles real input only (supported dtypes: float32, "
+     "float64, float16, bfloat16)"),
     # ---------------------------------------------------------------- cross_entropy: grad_out
     ("cross_entropy", "cross_entropy(x, t, grad_out=g)", ValueError,
      "`grad_out` is given but `return_grad` is False"),

@@ -70,7 +70,7 @@ def test_eval_shift_ref_json_chunks(capsys, files, tmp_path):
     assert doc["inputs"]["ref_logits"]["dtype"] == "float16"
     assert doc["inputs"]["targets"]["shape"] == [3, 40]
     assert doc["options"] == {"shift": True, "ignore_index": -100, "chunk_rows": 7, "threads": None}
-    # the reference is converted to the model's dtype (float32; exact for float16 values)
+    # each file read as given (the float16 reference widens exactly to float32)
     exp = reference.evaluate_reference(x[:, :-1].astype(np.float64), t[:, 1:],
                                        y[:, :-1].astype(np.float32).astype(np.float64))
     close(doc["report"], exp)
@@ -227,3 +227,38 @@ def test_python_m_fastxent_eval(files, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     expected = f"fastxent eval: error: --targets '{tmp_path}/missing.npy': no such file"
     assert bad.stderr.strip().splitlines() == [expected]
+
+
+def _cli_pairs():
+    ds = [np.float32, np.float64] + float16_dtypes()
+    return [(np.float32, np.float64), (np.float64, np.float32)] + [
+        (m, r) for m in ds[2:] for r in ds if m != r]
+
+
+@pytest.mark.parametrize("model_dt, ref_dt", _cli_pairs(), ids=lambda d: np.dtype(d).name)
+def test_eval_ref_logits_of_another_dtype(capsys, rng, tmp_path, model_dt, ref_dt):
+    """issue 13 item 2: the reference file was rounded to the model's dtype, so a model that is
+    the reference rounded printed the model's own perplexity as the reference's and KL 0."""
+    base = 3 * rng.standard_normal((2, 30, 300))
+    x, y = base.astype(model_dt), base.astype(ref_dt)
+    t = rng.integers(0, 300, (2, 30))
+    for name, a in (("L", x), ("R", y), ("T", t)):
+        np.save(tmp_path / f"{name}.npy", a)
+    out_json = str(tmp_path / "r.json")
+    rc, _, _ = run(capsys, "--logits", str(tmp_path / "L.npy"), "--targets", str(tmp_path / "T.npy"),
+                   "--ref-logits", str(tmp_path / "R.npy"), "--chunk-rows", "7", "--json", out_json,
+                   "--quiet")
+    assert rc == 0
+    rep = load_report(out_json)["report"]
+    X, Y = x.astype(np.float64), y.astype(np.float64)  # plain NumPy float64 on the values as given
+    lq = X - X.max(-1, keepdims=True)
+    lq -= np.log(np.exp(lq).sum(-1, keepdims=True))
+    lp = Y - Y.max(-1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
+    kl = (np.exp(lp) * (lp - lq)).sum(-1)
+    rnll = -np.take_along_axis(lp, t[..., None], -1)[..., 0]
+    f64 = np.float64 in (np.dtype(model_dt), np.dtype(ref_dt))
+    tol = 1e-12 if f64 else 1e-5
+    assert abs(rep["kl_mean"] - kl.mean()) <= tol  # per token: the bound of a row of scale ~ 16
+    assert rep["ref_ppl"] == pytest.approx(np.exp(rnll.mean()), rel=tol)
+    assert rep["same_top"] == np.mean(X.argmax(-1) == Y.argmax(-1))

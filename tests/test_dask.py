@@ -216,3 +216,56 @@ def test_local_cluster_processes(monkeypatch):
     finally:
         cluster.close()
     assert time.monotonic() - t0 < 60
+
+
+# --------------------------------------------------------------------------- mixed dtypes
+def _pair_dtypes():
+    from conftest import float16_dtypes
+    ds = [np.float32, np.float64] + float16_dtypes()
+    return [(m, r) for m in ds for r in ds if m != r]
+
+
+@pytest.mark.parametrize("model_dt, ref_dt", _pair_dtypes(),
+                         ids=lambda d: np.dtype(d).name)
+def test_mixed_dtypes_read_as_given(model_dt, ref_dt):
+    """Model and reference of different dtypes: each read in its own precision (issue 13 item 2).
+
+    Plain NumPy float64 on the arrays as given is the oracle; before, the reference was rounded
+    to the model's dtype (KL 0 and ref_nll == nll for a model that is the reference rounded)."""
+    rng = np.random.default_rng(3)
+    base = 3 * rng.standard_normal((3, 50, V))
+    x, r = base.astype(model_dt), base.astype(ref_dt)
+    t = rng.integers(0, V, size=(3, 50))
+    X, T, R = _dask(x, t, r, (2, 17))
+    dt = np.dtype(np.float64 if np.float64 in (np.dtype(model_dt), np.dtype(ref_dt)) else np.float32)
+    s = fxd.token_stats(X, T, ref_logits=R)
+    assert s.kl.dtype == dt and s.ref_nll.dtype == dt
+    kl, rnll, top = dask.compute(s.kl, s.ref_nll, s.same_top)
+    assert kl.dtype == dt
+    local = fastxent.token_stats(x, t, ref_logits=r)
+    assert np.array_equal(kl, local.kl) and np.array_equal(rnll, local.ref_nll)
+    X64, R64 = x.astype(np.float64), r.astype(np.float64)
+    lq = X64 - np.log(np.exp(X64 - X64.max(-1, keepdims=True)).sum(-1, keepdims=True)) - X64.max(-1, keepdims=True)
+    lp = R64 - np.log(np.exp(R64 - R64.max(-1, keepdims=True)).sum(-1, keepdims=True)) - R64.max(-1, keepdims=True)
+    want_kl = (np.exp(lp) * (lp - lq)).sum(-1)
+    want_rnll = -np.take_along_axis(lp, t[..., None], -1)[..., 0]
+    tol = 1e-5 if dt == np.float32 else 1e-12   # per token: the bound of a row of scale ~ 16
+    assert np.abs(kl - want_kl).max() <= tol
+    assert np.abs(rnll - want_rnll).max() <= tol * (1 + np.abs(want_rnll)).max()
+    assert np.array_equal(top, X64.argmax(-1) == R64.argmax(-1))
+    rep = fxd.evaluate(X, T, R).compute()
+    ev = fastxent.Evaluator()
+    ev.update(x, t, ref_logits=r)
+    assert rep == ev.report()
+    assert abs(rep["kl_mean"] - want_kl.mean()) <= tol
+    assert rep["same_top"] == np.mean(X64.argmax(-1) == R64.argmax(-1))
+
+
+def test_bfloat16_class_weights():
+    """issue 13 item 3 through the dask module (the one weight check of fastxent.losses)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, r, t = _data()
+    X, T, _ = _dask(x, t, r, (2, 17))
+    w = (np.random.default_rng(2).random(V) + 0.5).astype(ml_dtypes.bfloat16)
+    got = fxd.cross_entropy(X, T, weight=w).compute()
+    assert got == fastxent.cross_entropy(x, t, weight=w.astype(np.float32))

@@ -25,7 +25,7 @@ from fastxent import reference
 from fastxent.evaluate import Evaluator, _ExactSum, format_report
 from conftest import (PROB_ATOL, RTOL, UNIT, assert_bitwise_equal_over_threads, assert_log_close,
                       assert_result_type, assert_within, ce_scale, float16_dtypes, logits_like,
-                      place, result_dtype_of, widen)
+                      has_ml_dtypes, place, result_dtype_of, widen)
 
 DTYPES_ALL = [np.float32, np.float64] + float16_dtypes()
 FLOATS = ("nll", "entropy", "p_target", "kl", "ref_nll", "ref_p_target")
@@ -163,15 +163,149 @@ def test_token_stats_float64_huge():
     assert np.isfinite(got.kl).all() and got.kl[0] > 1e300
 
 
-def test_token_stats_mixed_ref_dtype_is_converted(rng):
-    x = logits_like(rng, (4, 300), np.float32)
-    y = ref_like(rng, x).astype(np.float64) + 1e-3  # not representable in float32
-    t = rng.integers(0, 300, 4)
+# --------------------------------------------------------------------------- mixed dtypes
+# Model and reference logits of different dtypes are each read in their own precision (the rule
+# of fastxent._arrays.pair_dtype); the oracle here is plain NumPy float64 on the arrays as given.
+def pair_result_dtype(x, y):
+    """float64 when either side is float64, else float32."""
+    return np.dtype(np.float64 if np.float64 in (np.asarray(x).dtype, np.asarray(y).dtype) else np.float32)
+
+
+def np_pair_stats(x, t, y):
+    """Plain NumPy float64 statistics of (rows, V) model logits x and reference y, as given."""
+    X, Y = widen(x), widen(y)
+
+    def log_softmax(a):
+        m = a.max(axis=-1, keepdims=True)
+        return a - m - np.log(np.exp(a - m).sum(axis=-1, keepdims=True))
+
+    lq, lp = log_softmax(X), log_softmax(Y)
+    q, pr = np.exp(lq), np.exp(lp)
+    r = np.arange(X.shape[0])
+    return {"nll": -lq[r, t], "entropy": -(q * lq).sum(-1), "p_target": q[r, t],
+            "correct": X.argmax(-1) == t, "kl": np.maximum((pr * (lp - lq)).sum(-1), 0.0),
+            "same_top": X.argmax(-1) == Y.argmax(-1), "ref_nll": -lp[r, t], "ref_p_target": pr[r, t]}
+
+
+def quantised_pair(rng, shape, model_dt, ref_dt):
+    """The same float64 values rounded to each dtype: they differ wherever the dtypes do."""
+    base = rng.standard_normal(shape) * 3
+    return base.astype(model_dt), base.astype(ref_dt)
+
+
+def check_pair_stats(got, x, t, y):
+    exp = np_pair_stats(x, t, y)
+    dt = pair_result_dtype(x, y)
+    sx, sy = ce_scale(widen(x)), ce_scale(widen(y))
+    for f, e in exp.items():
+        g = getattr(got, f)
+        if f in BOOLS:
+            assert g.dtype == np.bool_ and np.array_equal(g, e), f
+            continue
+        assert g.dtype == dt, (f, g.dtype, dt)
+        if f in ("nll", "entropy"):
+            assert_log_close(g, e, dt, sx)
+        elif f == "ref_nll":
+            assert_log_close(g, e, dt, sy)
+        elif f == "kl":
+            assert_log_close(g, e, dt, sx + sy)
+        else:
+            sc = sx if f == "p_target" else sy
+            assert_within(g, e, (RTOL[dt] + UNIT[dt] * sc) * e + PROB_ATOL[dt], dt, f)
+
+
+@pytest.mark.parametrize("ref_dt", DTYPES_ALL, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("model_dt", DTYPES_ALL, ids=lambda d: np.dtype(d).name)
+def test_token_stats_each_side_in_its_own_dtype(rng, model_dt, ref_dt):
+    x, y = quantised_pair(rng, (64, 300), model_dt, ref_dt)
+    t = rng.integers(0, 300, 64)
     got = fastxent.token_stats(x, t, ref_logits=y)
-    same = fastxent.token_stats(x, t, ref_logits=y.astype(np.float32))
-    for f in FLOATS:
-        assert np.array_equal(getattr(got, f), getattr(same, f))
-    check_stats(got, x, t, y.astype(np.float32))
+    check_pair_stats(got, x, t, y)
+    kl = fastxent.kl_divergence(y, x)  # KL(ref || model): the same rule
+    assert np.array_equal(kl, got.kl)
+    mean = fastxent.kl_divergence(y, x, reduction="mean")
+    assert type(mean) is pair_result_dtype(x, y).type
+    e = np_pair_stats(x, t, y)["kl"].mean()
+    dt = pair_result_dtype(x, y)
+    assert abs(float(mean) - e) <= RTOL[dt] * e + UNIT[dt] * float(np.mean(ce_scale(widen(x)) + ce_scale(widen(y))))
+
+
+@pytest.mark.skipif(not has_ml_dtypes(), reason="needs ml_dtypes")
+def test_bf16_model_vs_float32_reference_is_not_identical():
+    """issue 13 item 2: the reference was rounded to bfloat16 first, giving KL 0 and same_top 1."""
+    import ml_dtypes
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((64, 1000), dtype=np.float32) * 3
+    model = ref.astype(ml_dtypes.bfloat16)
+    t = rng.integers(0, 1000, 64)
+    exp = np_pair_stats(model, t, ref)
+    want_kl, want_top = exp["kl"].mean(), exp["same_top"].mean()
+    assert 6.7e-05 < want_kl < 6.9e-05 and want_top == 0.984375  # the figures of the issue
+    assert float(fastxent.kl_divergence(ref, model, reduction="mean")) == pytest.approx(want_kl, rel=1e-3)
+    s = fastxent.token_stats(model, t, ref_logits=ref)
+    assert float(s.kl.mean()) == pytest.approx(want_kl, rel=1e-3)
+    assert s.same_top.mean() == want_top
+    ev = Evaluator()
+    ev.update(model, t, ref_logits=ref)
+    r = ev.report()
+    assert r["kl_mean"] == pytest.approx(want_kl, rel=1e-3) and r["same_top"] == want_top
+    assert r["ref_nll_mean"] == pytest.approx(exp["ref_nll"].mean(), rel=1e-6)
+    assert r["nll_mean"] == pytest.approx(exp["nll"].mean(), rel=1e-6)
+    assert r["nll_mean"] != r["ref_nll_mean"]
+
+
+@pytest.mark.parametrize("model_dt, ref_dt", [(np.float16, np.float32), (np.float32, np.float64),
+                                              (np.float64, np.float16), (np.float16, "bfloat16")])
+def test_mixed_dtypes_widened_block_by_block(rng, monkeypatch, model_dt, ref_dt):
+    """Blocks of a few rows (any layout) give bitwise the one-block result and bounded temporaries."""
+    import tracemalloc
+    import fastxent.evaluate as fe
+    if ref_dt == "bfloat16":
+        if not has_ml_dtypes():
+            pytest.skip("needs ml_dtypes")
+        import ml_dtypes
+        ref_dt = ml_dtypes.bfloat16
+    xv, yv = quantised_pair(rng, (5, 7, 2100), model_dt, ref_dt)
+    t = targets(rng, (5, 7), 2100)
+    x, axis = place(xv, "class_axis_1_strided")
+    y, _ = place(yv, "class_axis_1")
+    whole = fastxent.token_stats(x, t, ref_logits=y, axis=axis)
+    check_pair_stats(fastxent.token_stats(xv.reshape(35, -1), np.where(t < 0, 0, t).reshape(-1),
+                                          ref_logits=yv.reshape(35, -1)),
+                     xv.reshape(35, -1), np.where(t < 0, 0, t).reshape(-1), yv.reshape(35, -1))
+    monkeypatch.setattr(fe, "_WIDEN_ELEMS", 3 * 2100)  # 3 rows a block: splits the 7-row axis
+    parts = fastxent.token_stats(x, t, ref_logits=y, axis=axis)
+    for f in FLOATS + BOOLS:
+        assert np.array_equal(getattr(parts, f), getattr(whole, f), equal_nan=f in FLOATS), f
+    kl = fastxent.kl_divergence(y, x, axis=axis)
+    assert np.array_equal(kl, np.where(t == -100, kl, whole.kl), equal_nan=True)
+    # no whole-array copy: the largest temporary is a block, not the (5, 7, 2100) array
+    big = np.ascontiguousarray(np.broadcast_to(xv, (8,) + xv.shape)).reshape(-1, 2100)
+    ybig = np.ascontiguousarray(np.broadcast_to(yv, (8,) + yv.shape)).reshape(-1, 2100)
+    tbig = rng.integers(0, 2100, big.shape[0])
+    full = big.shape[0] * 2100 * 8
+    tracemalloc.start()
+    try:
+        fastxent.token_stats(big, tbig, ref_logits=ybig)
+        fastxent.kl_divergence(ybig, big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < full / 8, (peak, full)
+
+
+def test_row_blocks_cover_rows_once_in_order():
+    from fastxent._arrays import row_blocks
+    for batch, n, budget in [((), 5, 1), ((7,), 3, 6), ((4, 5, 3), 10, 70), ((4, 5, 3), 10, 1),
+                             ((2, 3), 4, 10 ** 6), ((3, 0, 2), 4, 8)]:
+        ids = np.arange(int(np.prod(batch))).reshape(batch)
+        seen = []
+        for idx in row_blocks(batch, n, budget):
+            block = ids[idx + (Ellipsis,)]
+            assert block.flags.c_contiguous
+            assert block.size * n <= max(n, budget)
+            seen += block.reshape(-1).tolist()
+        assert seen == list(range(ids.size)), (batch, n, budget)
 
 
 def test_token_stats_zero_d_and_empty(rng):

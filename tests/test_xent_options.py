@@ -465,3 +465,91 @@ def test_softcap_tiny_cap_gradient_finite(dtype):
         _, r = fastxent.reference.cross_entropy(x, 0, softcap=1e-30, return_grad=True)
         assert not np.isnan(g).any()
         np.testing.assert_array_equal(g, r)  # every |x| / cap saturates tanh: sech^2 is 0
+
+
+# --------------------------------------------------------------------------- floating arguments
+# issue 13 item 3: every floating argument beside the logits (class weights, probability
+# targets, `b` of logsumexp) accepts every logits dtype, through one check
+# (fastxent._arrays.float_operand); values compared with plain NumPy float64 on the values as given.
+FLOAT_ARGS = ["weight", "prob", "prob+weight", "b"]
+
+
+def _np_log_softmax(x):
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("arg_dt", DTYPES_ALL, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dtype", DTYPES_ALL, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("arg", FLOAT_ARGS)
+def test_floating_arguments_accept_every_logits_dtype(rng, arg, dtype, arg_dt):
+    x = logits_like(rng, (6, 37), dtype)
+    X = widen(x)
+    lsm = _np_log_softmax(X)
+    dt = result_dtype_of(x)
+    w = (rng.random(37) * 2).astype(arg_dt)          # the values as given, in arg_dt
+    W = widen(w)
+    t = targets_for(rng, x.shape, -1, ignore_frac=0.0)
+    if arg == "b":
+        got = fastxent.logsumexp(x, axis=-1, b=w)
+        m = X.max(-1, keepdims=True)
+        want = np.log((W * np.exp(X - m)).sum(-1)) + m[:, 0]
+        rdt = np.result_type(np.float32 if np.dtype(dtype).itemsize == 2 else dtype,
+                             np.float32 if np.dtype(arg_dt).itemsize == 2 else arg_dt, 1.0)
+        assert got.dtype == rdt
+        assert_within(got, want, 4 * np.finfo(rdt).eps * (1 + np.abs(X).max(-1)), rdt, "logsumexp b")
+        return
+    if arg == "weight":
+        got = fastxent.cross_entropy(x, t, weight=w, reduction="mean")
+        want = (W[t] * -lsm[np.arange(6), t]).sum() / W[t].sum()
+        check_xent(fastxent, x, t, weight=w, reduction="none")
+    else:
+        p = probs_like(rng, x.shape, -1, np.float64, zero_frac=0.1).astype(arg_dt)
+        P = widen(p)
+        kw = {"weight": (rng.random(37) + 0.5).astype(arg_dt)} if arg == "prob+weight" else {}
+        cw = widen(kw["weight"]) if kw else np.ones(37)
+        got = fastxent.cross_entropy(x, p, reduction="mean", **kw)
+        want = (cw * P * -lsm).sum() / 6
+        check_xent(fastxent, x, p, reduction="none", **kw)
+    assert type(got) is dt.type
+    scale = 1 + np.abs(X).max() + np.log(37)
+    assert abs(float(got) - want) <= 4 * np.finfo(dt).eps * scale * abs(want) + 1e-300
+
+
+@pytest.mark.parametrize("arg", ["weight", "prob", "b"])
+@pytest.mark.parametrize("bad", [np.complex64, np.longdouble, object], ids=["complex", "longdouble", "object"])
+def test_floating_arguments_refuse_other_dtypes(rng, arg, bad):
+    if bad is np.longdouble and np.finfo(np.longdouble).bits == 64:
+        pytest.skip("longdouble is float64 on this platform")
+    x = logits_like(rng, (2, 3), np.float32)
+    v = np.ones((2, 3) if arg == "prob" else 3, dtype=bad)
+    name = {"prob": "target"}.get(arg, arg)
+    msg = f"`{name}` .*float32, float64, float16, bfloat16"
+    if arg == "prob" and bad is not np.longdouble:  # not floating: neither indices nor probabilities
+        msg = "`target` must hold integer class indices or floating class probabilities"
+    with pytest.raises(TypeError, match=msg):
+        if arg == "b":
+            fastxent.logsumexp(x, axis=-1, b=v)
+        elif arg == "weight":
+            fastxent.cross_entropy(x, [0, 1], weight=v)
+        else:
+            fastxent.cross_entropy(x, v)
+
+
+def test_bfloat16_class_weights_reproduction():
+    """issue 13 item 3: ``TypeError: `weight` must be a real array, got dtype bfloat16``."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf = ml_dtypes.bfloat16
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 11)).astype(bf)
+    t = rng.integers(0, 11, 8)
+    w = (rng.random(11) + 0.25).astype(bf)
+    got = fastxent.cross_entropy(x, t, weight=w)
+    lsm = _np_log_softmax(x.astype(np.float64))
+    W = w.astype(np.float64)
+    want = (W[t] * -lsm[np.arange(8), t]).sum() / W[t].sum()
+    assert got.dtype == np.float32 and float(got) == pytest.approx(want, rel=1e-6)
+    # the same weights in float32 (exact) give bitwise the same loss and gradient
+    a = fastxent.cross_entropy(x, t, weight=w, return_grad=True)
+    b = fastxent.cross_entropy(x, t, weight=w.astype(np.float32), return_grad=True)
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
