@@ -13,6 +13,11 @@ import sys
 from ._cli_eval import _positive_int, add_eval_parser
 
 
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
 
 
 def _cmd_bench(args) -> int:
@@ -33,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastxent",
         description="fastxent: fast, numerically stable log-sum-exp and cross-entropy.")
+    parser.add_argument("--version", action="version", version=f"fastxent {_version()}",
+                        help="print the version of fastxent and exit")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
 
     bench = sub.add_parser(
