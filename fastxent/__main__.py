@@ -2,7 +2,8 @@
 
 Commands
 --------
-bench   time fastxent beside NumPy (and SciPy / PyTorch when installed)
+bench   time fastxent beside NumPy (and SciPy / PyTorch when installed); --plot draws a chart
+eval    perplexity, accuracy and KL statistics of saved logits
 """
 from __future__ import annotations
 
@@ -13,19 +14,32 @@ import sys
 from ._cli_eval import _positive_int, add_eval_parser
 
 
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
 
 
 def _cmd_bench(args) -> int:
     from . import _bench
 
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        print(f"fastxent bench: error: --json: no directory for {args.json!r}", file=sys.stderr)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            print(f"fastxent bench: error: {flag}: no directory for {path!r}", file=sys.stderr)
+            return 2
+    if args.plot and not _bench.have_matplotlib():
+        print(f"fastxent bench: error: {_bench.PLOT_HINT}", file=sys.stderr)
         return 2
     repeat = args.repeat if args.repeat is not None else (3 if args.quick else 5)
-    report = _bench.run(plan=_bench.QUICK if args.quick else _bench.FULL, repeat=repeat)
+    report = _bench.run(plan=_bench.QUICK if args.quick else _bench.FULL, repeat=repeat,
+                        sweep=bool(args.plot))
     if args.json:
         _bench.write_json(args.json, report)
-        print(f"wrote {len(report['rows'])} rows to {args.json}")
+        print(f"wrote {len(report['rows']) + len(report['sweep'])} rows to {args.json}")
+    if args.plot:
+        _bench.plot(report, args.plot)
+        print(f"wrote the chart to {args.plot}")
     return 0
 
 
@@ -33,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastxent",
         description="fastxent: fast, numerically stable log-sum-exp and cross-entropy.")
+    parser.add_argument("--version", action="version", version=f"fastxent {_version()}",
+                        help="print the version of fastxent and exit")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
 
     bench = sub.add_parser(
@@ -45,13 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "interleaved; the median of the repeats is reported with GB/s, "
                     "speed = NumPy time / this time, and the fraction of the memory read "
                     "bandwidth measured in the same run. Also prints the peak extra memory "
-                    "of one call and the ratios the performance targets are stated in.")
+                    "of one call and the speedups that summarise the table. --plot adds a "
+                    "sweep of vocabulary sizes and draws it.")
     bench.add_argument("--quick", action="store_true",
                        help="small shapes, 3 repeats, 256 MiB bandwidth probe (a few seconds; CI smoke test)")
     bench.add_argument("--json", metavar="PATH",
                        help="also write the rows, machine info, bandwidth, peak memory and ratios to PATH as JSON")
     bench.add_argument("--repeat", metavar="N", type=_positive_int, default=None,
                        help="timed calls per implementation (default 5; 3 with --quick)")
+    bench.add_argument("--plot", metavar="PATH",
+                       help="also time cross_entropy and logsumexp (float32) over vocabulary sizes "
+                            "1k..256k at a fixed number of elements and draw throughput against "
+                            "vocabulary size to PATH (PNG; needs matplotlib: "
+                            'pip install "fastxent[plot]")')
     bench.set_defaults(func=_cmd_bench)
     add_eval_parser(sub)
     return parser

@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 import time
 import tracemalloc
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ class Plan:
     small_classes: tuple     # shape of the many-rows / few-classes target
     dtype_case: tuple        # shape where float32 / float16 / bfloat16 rates are compared
     threads_case: tuple      # shape where all threads are compared with one
-    targets: bool = True     # judge the ratios against the targets (stated for FULL's shapes)
+    sweep_vocab: tuple = ()  # vocabulary sizes of the `--plot` sweep (float32, fixed total size)
+    sweep_elements: int = 0  # logits elements per call in the sweep (rows = this // vocab)
+    name: str = "full"
 
 
 FULL = Plan(
@@ -59,13 +62,16 @@ FULL = Plan(
            ((1000000, 10), "float32")),
     grad_case=((2048, 32000), "float32"), probe_mib=512,
     large_vocab=((2048, 32000), (512, 128256)), small_classes=(1000000, 10),
-    dtype_case=(512, 128256), threads_case=(512, 128256))
+    dtype_case=(512, 128256), threads_case=(512, 128256),
+    sweep_vocab=(1024, 4096, 16384, 32000, 65536, 128256, 262144), sweep_elements=1 << 24)
 QUICK = Plan(
     cases=(((256, 32000), "float32"), ((64, 32000), "float32"), ((64, 32000), "float16"),
            ((64, 32000), "bfloat16"), ((64, 32000), "float64"), ((100000, 10), "float32")),
     grad_case=((256, 32000), "float32"), probe_mib=256,
     large_vocab=((256, 32000),), small_classes=(100000, 10),
-    dtype_case=(64, 32000), threads_case=(256, 32000), targets=False)
+    dtype_case=(64, 32000), threads_case=(256, 32000),
+    sweep_vocab=(1024, 4096, 16384, 32000, 65536, 128256, 262144), sweep_elements=1 << 22,
+    name="quick")
 # Kept for callers of the previous interface.
 CASES, QUICK_CASES = list(FULL.cases), list(QUICK.cases)
 
@@ -484,6 +490,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def machine_info() -> dict:
     info = {
         "fastxent": fastxent.show_config(print_out=False),
@@ -493,33 +506,78 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpus_usable": _usable_cpus(),
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     for mod in ("scipy", "torch", "ml_dtypes"):
-        info[mod] = getattr(sys.modules.get(mod), "__version__", None)
+        info[mod] = _version_of(mod)
     return info
 
 
-def run(plan: Plan = FULL, repeat: int = 5, impls=None, out=sys.stdout) -> dict:
+def _version_of(dist: str) -> Optional[str]:
+    """Installed version of `dist` without importing it (None when it is not installed)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return getattr(sys.modules.get(dist), "__version__", None)
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return getattr(sys.modules.get(dist), "__version__", None)
+
+
+def machine_summary(machine: dict) -> str:
+    """One line naming the machine: CPU model, CPUs, instruction set in use, threads."""
+    cfg = machine["fastxent"]
+    cpus = f"{machine['cpu_count']} logical CPUs"
+    if machine.get("cpus_usable") and machine["cpus_usable"] != machine["cpu_count"]:
+        cpus += f" ({machine['cpus_usable']} usable)"
+    return (f"{machine['cpu']}, {cpus}, {cfg['isa']}, "
+            f"{cfg['n_threads']} thread{'s' if cfg['n_threads'] != 1 else ''}")
+
+
+HOW_TO_READ = (
+    "How to read the table: each row is one implementation on one case, the median of the "
+    "repeated calls. speed = NumPy's time / this row's time (2.00: twice as fast as the "
+    "NumPy code a user would write; higher is better). GB/s and Gel/s: logits bytes and "
+    "elements (1e9) read per second. %bw: GB/s as a share of the memory read bandwidth above "
+    "with the same number of threads (100 would be as fast as memory delivers). Other "
+    "work on the machine slows some rows: compare rows of one run.")
+
+
+def _header(p, machine, bw, threads, plan, repeat):
+    cfg = machine["fastxent"]
+    p(f"fastxent {cfg['version']} benchmark ({plan.name} run, {repeat} calls per row)")
+    p(f"machine:  {machine_summary(machine)}")
+    p(f"          {machine['platform']}, Python {machine['python']}"
+      + (f", load average {machine['loadavg'][0]:.2f}" if machine["loadavg"] else ""))
+    p(f"fastxent: instruction set {cfg['isa']} (this CPU runs: {', '.join(cfg['isas_available'])}), "
+      f"OpenMP {'on' if cfg['openmp'] else 'off'}, {cfg['n_threads']} threads by default")
+    peers = [f"NumPy {machine['numpy']}"]
+    for mod, label in (("scipy", "SciPy"), ("torch", "PyTorch"), ("ml_dtypes", "ml_dtypes")):
+        peers.append(f"{label} {machine[mod]}" if machine[mod] else f"{label} not installed")
+    p(f"peers:    {', '.join(peers)}")
+    p(f"memory read bandwidth, measured now ({plan.probe_mib} MiB float32 sum, best of 5): "
+      + ", ".join(f"{bw[n]['best_gb_per_s']:.1f} GB/s with {n} thread{'s' if n > 1 else ''}"
+                  for n in threads))
+    for line in textwrap.wrap(HOW_TO_READ, 100):
+        p(line)
+
+
+def run(plan: Plan = FULL, repeat: int = 5, impls=None, out=None, sweep: bool = False) -> dict:
     """Time every case, op and implementation of `plan`; print the table and return a
-    report: machine, bandwidth, rows, peak memory, summary ratios."""
+    report: machine, bandwidth, rows, peak memory, speedups (and with `sweep`, the
+    vocabulary sweep of `--plot`)."""
     start = time.perf_counter()
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     n_all = fastxent.get_num_threads()      # before any torch call can change it
     impls = available_impls(n_all) if impls is None else impls
     machine = machine_info()
-    cfg = machine["fastxent"]
     threads = sorted({1, n_all})
     bw = read_bandwidth(plan.probe_mib, threads)
+    out = sys.stdout if out is None else out   # at call time: redirected stdout is honoured
     p = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
-    p(f"fastxent {cfg['version']}  isa={cfg['isa']}  openmp={cfg['openmp']}  threads={n_all}  "
-      f"numpy {np.__version__}  torch {machine['torch'] or '-'}  scipy {machine['scipy'] or '-'}")
-    p(f"cpu: {machine['cpu']} x {os.cpu_count()}  load avg {machine['loadavg'][0]:.2f}"
-      if machine["loadavg"] else f"cpu: {machine['cpu']} x {os.cpu_count()}")
-    p(f"memory read bandwidth ({plan.probe_mib} MiB float32 sum, best of 5): "
-      + ", ".join(f"{n} thr {bw[n]['best_gb_per_s']:.1f} GB/s" for n in threads))
-    p(f"repeat={repeat} (median, interleaved); speed = NumPy time / this time; "
-      "GB/s and Gel/s = logits bytes and elements (1e9) read per second")
+    _header(p, machine, bw, threads, plan, repeat)
     p(_HEAD)
     p("-" * len(_HEAD))
     rows, bad, memory, skipped, draws = [], [], {}, [], {}
@@ -530,21 +588,7 @@ def run(plan: Plan = FULL, repeat: int = 5, impls=None, out=sys.stdout) -> dict:
         x, target = make_data(shape, dtype, _cache=draws)
         ops = OPS + ((GRAD_OP,) if (tuple(shape), dtype) == tuple(plan.grad_case) else ())
         for op in ops:
-            these = impls_for(op, dtype, impls)
-            med, res = time_case(these, op, x, target, repeat)
-            ref = res["numpy"]
-            for im in these:
-                err = _err(op, res[im.key], ref)
-                if not err <= _tolerance(im, op, dtype):
-                    bad.append(f"{op} {_shape(shape)} {dtype} {im.label}: "
-                               f"max rel err {err:.2e} vs numpy")
-                t = med[im.key]
-                gbs = x.nbytes / t / 1e9
-                fwd_only = im.key.startswith("fastxent-fwd")
-                row = Row(op, tuple(shape), dtype, im.label, im.key, im.n_threads, t * 1e3, gbs,
-                          x.size / t / 1e9, None if fwd_only else med["numpy"] / t,
-                          100 * gbs / bw[im.n_threads]["best_gb_per_s"] if im.n_threads in bw
-                          else None, err)
+            for row in _measure(op, x, target, impls_for(op, dtype, impls), repeat, bw, bad):
                 rows.append(row)
                 p(_fmt(row))
         if (tuple(shape), dtype) == tuple(plan.grad_case):
@@ -565,24 +609,77 @@ def run(plan: Plan = FULL, repeat: int = 5, impls=None, out=sys.stdout) -> dict:
         p("  (tracemalloc sees NumPy's buffers; the C kernels allocate nothing of size rows: "
           "their per-row state lives on the threads' stacks)")
     summary = ratios(rows, plan, n_all)
-    p("ratios (this run)" + ("" if plan.targets else "; targets apply to the full run's shapes") + ":")
+    p("speedups in this run (one time divided by another, from the rows above):")
+    width = max((len(r["name"]) for r in summary), default=0)
     for r in summary:
-        target = ""
-        if r["target"] and plan.targets:
-            target = f"target {r['target']}: {'met' if r['met'] else 'MISSED'}"
-        p(f"  {r['name']:<68} {r['value']:6.2f}x  {target}".rstrip())
+        p(f"  {r['name']:<{width}} {r['value']:6.2f}x")
+    sweep_rows = []
+    if sweep:
+        sweep_rows = run_sweep(plan, repeat, impls, bw, bad, p)
     elapsed = time.perf_counter() - start
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
-    p(f"total {elapsed:.0f} s" + (f"; load avg at the end {load_end[0]:.2f} (other work on the "
-                                   "machine slows some rows)" if load_end else ""))
+    p(f"total {elapsed:.0f} s" + (f"; load average at the end {load_end[0]:.2f}" if load_end else ""))
     for msg in bad:
         print(f"WARNING: {msg}", file=sys.stderr)
     return {"date": date,
-            "machine": machine, "repeat": repeat, "plan": "quick" if plan == QUICK else "full",
+            "machine": machine, "repeat": repeat, "plan": plan.name,
             "bandwidth_gb_per_s": {str(n): v for n, v in bw.items()},
-            "rows": rows, "peak_memory": memory, "ratios": summary,
+            "rows": rows, "peak_memory": memory, "ratios": summary, "sweep": sweep_rows,
             "footnotes": list(FOOTNOTES), "warnings": bad, "skipped": skipped,
             "elapsed_s": elapsed, "loadavg_end": load_end}
+
+
+def _measure(op, x, target, these, repeat, bw, bad) -> list:
+    """Rows of `op` on (x, target) for the implementations `these` (timed interleaved),
+    each result checked against NumPy's (a disagreement is added to `bad`)."""
+    med, res = time_case(these, op, x, target, repeat)
+    ref = res["numpy"]
+    dtype = _dtype_name(x)
+    rows = []
+    for im in these:
+        err = _err(op, res[im.key], ref)
+        if not err <= _tolerance(im, op, dtype):
+            bad.append(f"{op} {_shape(x.shape)} {dtype} {im.label}: max rel err {err:.2e} vs numpy")
+        t = med[im.key]
+        gbs = x.nbytes / t / 1e9
+        fwd_only = im.key.startswith("fastxent-fwd")
+        rows.append(Row(op, tuple(x.shape), dtype, im.label, im.key, im.n_threads, t * 1e3, gbs,
+                        x.size / t / 1e9, None if fwd_only else med["numpy"] / t,
+                        100 * gbs / bw[im.n_threads]["best_gb_per_s"] if im.n_threads in bw
+                        else None, err))
+    return rows
+
+
+def _dtype_name(x) -> str:
+    return x.dtype.name
+
+
+def run_sweep(plan: Plan, repeat: int, impls, bw, bad, p=None) -> list:
+    """cross_entropy and logsumexp of float32 logits over the vocabulary sizes of `plan`, with
+    the same number of elements per call (rows = plan.sweep_elements // vocab): the data of
+    `--plot`.  Printed as a compact table (G elements/s per implementation) when `p` is given."""
+    rows, draws = [], {}
+    by_vocab = {}
+    for vocab in plan.sweep_vocab:
+        n = max(1, plan.sweep_elements // vocab)
+        x, target = make_data((n, vocab), "float32", _cache=draws)
+        for op in OPS:
+            got = _measure(op, x, target, impls_for(op, "float32", impls), repeat, bw, bad)
+            rows += got
+            by_vocab.setdefault(op, {})[vocab] = got
+        del x, target
+    draws.clear()
+    if p is not None:
+        for op in OPS:
+            labels = list(dict.fromkeys(r.impl for v in plan.sweep_vocab for r in by_vocab[op][v]))
+            p(f"{op} float32 throughput (G elements/s) by vocabulary size, "
+              f"{_count(plan.sweep_elements)} elements per call:")
+            p(f"  {'vocab':>8} " + " ".join(f"{lb:>15}" for lb in labels))
+            for v in plan.sweep_vocab:
+                rate = {r.impl: r.gelem_per_s for r in by_vocab[op][v]}
+                p(f"  {v:>8} " + " ".join(f"{rate[lb]:>15.3f}" if lb in rate else f"{'-':>15}"
+                                         for lb in labels))
+    return rows
 
 
 def _peak_memory(x, target, n_all) -> dict:
@@ -600,67 +697,162 @@ def _peak_memory(x, target, n_all) -> dict:
     return out
 
 
+def _count(n: int) -> str:
+    """4194304 -> '4.2 M', 1024 -> '1024'."""
+    return f"{n / 1e6:.1f} M" if n >= 100_000 else str(n)
+
+
 def _bytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def ratios(rows, plan: Plan, n_all: int) -> list:
-    """The comparisons the targets are stated in, from the rows of one run."""
+    """Speedups from the rows of one run: dicts with ``name`` (what a user reads), ``value``
+    (time of the first implementation named / time of the second, or for ``grad_cost`` the
+    forward-and-gradient time / the forward time), ``kind`` (what is compared, the same for
+    every plan), ``threads`` ("1" or "all") and ``shape`` and ``dtype`` of the case."""
     t = {(r.op, r.shape, r.dtype, r.impl_key): r.median_ms for r in rows}
     out = []
 
-    def add(name, num, den, target=None, at_least=True):
+    def add(kind, threads, name, num, den):
         if num in t and den in t:
-            v = t[num] / t[den]
-            met = None if target is None else (v >= target if at_least else v <= target)
-            tgt = None if target is None else f"{'>=' if at_least else '<='} {target:g}"
-            out.append({"name": name, "value": v, "target": tgt, "met": met})
+            out.append({"kind": kind, "threads": threads, "name": name, "value": t[num] / t[den],
+                        "shape": list(num[1]), "dtype": num[2]})
+
+    def thr(k):
+        return 1 if k == "1" else n_all
 
     ce, f32 = "cross_entropy", "float32"
     for s in plan.large_vocab:
         for k in ("1", "all"):
-            n = 1 if k == "1" else n_all
-            add(f"CE {_shape(s)} f32: fastxent {n} thr vs numpy", (ce, s, f32, "numpy"),
-                (ce, s, f32, f"fastxent-{k}"), 6 if k == "1" else None)
-            add(f"CE {_shape(s)} f32: fastxent {n} thr vs torch {n} thr", (ce, s, f32, f"torch-{k}"),
-                (ce, s, f32, f"fastxent-{k}"), 8 if k == "1" else None)
+            n = thr(k)
+            add("ce_vs_numpy", k, f"cross_entropy {_shape(s)} float32: fastxent {n} thr vs NumPy",
+                (ce, s, f32, "numpy"), (ce, s, f32, f"fastxent-{k}"))
+            add("ce_vs_torch", k, f"cross_entropy {_shape(s)} float32: fastxent {n} thr vs PyTorch {n} thr",
+                (ce, s, f32, f"torch-{k}"), (ce, s, f32, f"fastxent-{k}"))
     s = plan.small_classes
-    for op in (ce, "logsumexp"):
+    for op, short in ((ce, "ce"), ("logsumexp", "lse")):
         for k in ("1", "all"):
-            n = 1 if k == "1" else n_all
-            add(f"{'CE' if op == ce else 'LSE'} {_shape(s)} f32: fastxent {n} thr vs numpy",
-                (op, s, f32, "numpy"), (op, s, f32, f"fastxent-{k}"),
-                10 if (op == ce and k == "1") else None)
-            add(f"{'CE' if op == ce else 'LSE'} {_shape(s)} f32: fastxent {n} thr vs torch {n} thr",
+            n = thr(k)
+            add(f"small_{short}_vs_numpy", k, f"{op} {_shape(s)} float32: fastxent {n} thr vs NumPy",
+                (op, s, f32, "numpy"), (op, s, f32, f"fastxent-{k}"))
+            add(f"small_{short}_vs_torch", k,
+                f"{op} {_shape(s)} float32: fastxent {n} thr vs PyTorch {n} thr",
                 (op, s, f32, f"torch-{k}"), (op, s, f32, f"fastxent-{k}"))
     s = plan.dtype_case
-    for dt in ("bfloat16", "float16"):
+    for dt, short in (("bfloat16", "bf16"), ("float16", "f16")):
         for k in ("1", "all"):
-            n = 1 if k == "1" else n_all
-            add(f"CE {_shape(s)}: {dt} elements/s vs float32, fastxent {n} thr",
-                (ce, s, f32, f"fastxent-{k}"), (ce, s, dt, f"fastxent-{k}"),
-                1.5 if dt == "bfloat16" else None)
+            add(f"{short}_rate", k,
+                f"cross_entropy {_shape(s)}: {dt} vs float32 elements per second, fastxent {thr(k)} thr",
+                (ce, s, f32, f"fastxent-{k}"), (ce, s, dt, f"fastxent-{k}"))
     s = plan.threads_case
     if n_all > 1:
-        for op in (ce, "logsumexp"):
-            add(f"{'CE' if op == ce else 'LSE'} {_shape(s)} f32: fastxent {n_all} thr vs 1 thr",
-                (op, s, f32, "fastxent-1"), (op, s, f32, "fastxent-all"),
-                1.7 if op == ce else None)
+        for op, short in ((ce, "ce"), ("logsumexp", "lse")):
+            add(f"{short}_threads", "all", f"{op} {_shape(s)} float32: fastxent {n_all} thr vs 1 thr",
+                (op, s, f32, "fastxent-1"), (op, s, f32, "fastxent-all"))
     s, dt = plan.grad_case
     s = tuple(s)
     for k in ("1", "all"):
-        n = 1 if k == "1" else n_all
-        add(f"fwd+grad {_shape(s)} {dt}: fastxent time / fwd-only time, {n} thr",
-            (GRAD_OP, s, dt, f"fastxent-{k}"), (GRAD_OP, s, dt, f"fastxent-fwd-{k}"), 2,
-            at_least=False)
-        add(f"fwd+grad {_shape(s)} {dt}: torch fwd+bwd vs fastxent, {n} thr",
-            (GRAD_OP, s, dt, f"torch-{k}"), (GRAD_OP, s, dt, f"fastxent-{k}"), 3)
-        add(f"fwd+grad {_shape(s)} {dt}: numpy vs fastxent, {n} thr",
+        n = thr(k)
+        add("grad_cost", k, f"fwd+grad {_shape(s)} {dt}: its time / the forward alone, fastxent {n} thr",
+            (GRAD_OP, s, dt, f"fastxent-{k}"), (GRAD_OP, s, dt, f"fastxent-fwd-{k}"))
+        add("grad_vs_torch", k, f"fwd+grad {_shape(s)} {dt}: fastxent vs PyTorch fwd+backward, {n} thr",
+            (GRAD_OP, s, dt, f"torch-{k}"), (GRAD_OP, s, dt, f"fastxent-{k}"))
+        add("grad_vs_numpy", k, f"fwd+grad {_shape(s)} {dt}: fastxent {n} thr vs NumPy",
             (GRAD_OP, s, dt, "numpy"), (GRAD_OP, s, dt, f"fastxent-{k}"))
     return out
 
 
 def write_json(path, report: dict) -> None:
-    doc = dict(report, rows=[dict(r.__dict__, shape=list(r.shape)) for r in report["rows"]])
+    doc = dict(report, rows=[_row_json(r) for r in report["rows"]],
+               sweep=[_row_json(r) for r in report.get("sweep", [])])
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
+
+
+def _row_json(r) -> dict:
+    return dict(r.__dict__, shape=list(r.shape))
+
+
+# --- The picture ----------------------------------------------------------------
+
+PLOT_HINT = 'the --plot chart needs matplotlib: pip install "fastxent[plot]" (or pip install matplotlib)'
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_STYLE = {"fastxent-1": ("#1f77b4", "-", "o"), "fastxent-all": ("#1f77b4", "--", "s"),
+          "numpy": ("#444444", "-", "^"), "scipy": ("#2ca02c", "-", "v"),
+          "torch-1": ("#d62728", "-", "D"), "torch-all": ("#d62728", "--", "d")}
+
+
+def _vocab_label(v: int) -> str:
+    """1024 -> 1k, 65536 -> 64k (powers of two in units of 1024), 32000 -> 32k, 128256 -> 128k."""
+    if v < 1000:
+        return str(v)
+    k = v / 1024 if v & (v - 1) == 0 else v / 1000
+    return f"{k:.0f}k"
+
+
+def plot(report: dict, path: str, dpi: int = 100) -> None:
+    """Draw the vocabulary sweep of `report` (``run(..., sweep=True)``, or the JSON that
+    `write_json` wrote, loaded) to `path` (PNG):
+    one panel per operation, G elements/s (GB/s on the right axis) of every implementation
+    against the vocabulary size, with the memory read bandwidth of the run as dotted lines."""
+    from matplotlib.figure import Figure   # no pyplot: no GUI backend, no global state
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    rows = [r if isinstance(r, Row) else Row(**dict(r, shape=tuple(r["shape"])))
+            for r in report.get("sweep", [])]   # a report of `run` or its JSON
+    if not rows:
+        raise ValueError("the report has no vocabulary sweep (run with sweep=True)")
+    machine = report["machine"]
+    ops = [op for op in OPS if any(r.op == op for r in rows)]
+    fig = Figure(figsize=(10, 4.4), dpi=dpi, layout="constrained")
+    axes = fig.subplots(1, len(ops), sharey=True, squeeze=False)[0]
+    elements = rows[0].shape[0] * rows[0].shape[1]
+    for ax, op in zip(axes, ops):
+        these = [r for r in rows if r.op == op]
+        for key in dict.fromkeys(r.impl_key for r in these):
+            pts = sorted((r.shape[-1], r.gelem_per_s) for r in these if r.impl_key == key)
+            label = next(r.impl for r in these if r.impl_key == key)
+            color, ls, marker = _STYLE.get(key, (None, "-", "o"))
+            ax.plot([v for v, _ in pts], [g for _, g in pts], ls=ls, marker=marker, color=color,
+                    label=label, lw=1.6, ms=5)
+        for n, d in sorted(report["bandwidth_gb_per_s"].items(), key=lambda kv: int(kv[0])):
+            # float32: 4 bytes per element
+            ax.axhline(d["best_gb_per_s"] / 4, color="#999999", ls=":" if n == "1" else "-.", lw=1,
+                       label=f"memory read bandwidth, {n} thr")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        vocabs = sorted({r.shape[-1] for r in these})
+        ax.set_xticks(vocabs)
+        ax.set_xticklabels([_vocab_label(v) for v in vocabs], fontsize=9)
+        ax.minorticks_off()
+        ax.set_xlabel("vocabulary size (classes per row)")
+        ax.set_title(f"{op}, float32 (mean)" if op == "cross_entropy" else f"{op}, float32, axis=-1",
+                     fontsize=11)
+        ax.grid(True, which="major", alpha=0.3)
+    sec = axes[-1].secondary_yaxis("right", functions=(lambda g: 4 * g, lambda b: b / 4))
+    sec.set_ylabel("GB/s of float32 logits read")
+    for axis in (axes[0].yaxis, sec.yaxis):      # 1-2-5 ticks as plain numbers, not 10^k
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_locator(NullLocator())
+    axes[0].set_ylabel("G elements/s (higher is faster)")
+    handles, labels = axes[-1].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    for ax in axes[:-1]:
+        for h, lb in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lb, h)
+    fig.legend(list(seen.values()), list(seen), loc="outside right center", fontsize=9, frameon=False)
+    cfg = machine["fastxent"]
+    fig.suptitle(f"fastxent {cfg['version']} throughput vs vocabulary size, "
+                 f"{_count(elements)} logits per call\n{machine_summary(machine)}", fontsize=11)
+    fig.savefig(path, dpi=dpi)

@@ -93,6 +93,7 @@ def _load(path: str, flag: str) -> np.ndarray:
         raise InputError(f"{flag} {path!r}: no such file")
     if os.path.isdir(path):
         raise InputError(f"{flag} {path!r}: is a directory")
+    _check_npy_file(path, flag)
     try:
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # noqa: BLE001 -- any reason a file is not a readable .npy
@@ -110,6 +111,56 @@ def _load(path: str, flag: str) -> np.ndarray:
                              "ml_dtypes to be installed") from None
         a = a.view(ml_dtypes.bfloat16)
     return a
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"    # .npz archives are zip files: np.load reports them below
+
+
+def _check_npy_file(path: str, flag: str) -> None:
+    """Tell a file that is not .npy at all, or a truncated one, from the reasons NumPy gives
+    (which are "contains pickled (object) data ... allow_pickle" for any file without the .npy
+    magic string, and "mmap length is greater than file size" for a short one)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+            if head[:len(_ZIP_MAGIC)] == _ZIP_MAGIC:
+                return
+            if head != _NPY_MAGIC:
+                if size == 0:
+                    raise InputError(f"{flag} {path!r}: is not a .npy file (it is empty)")
+                if _NPY_MAGIC.startswith(head):
+                    raise InputError(f"{flag} {path!r}: is truncated ({size} bytes: the .npy "
+                                     "header is incomplete)")
+                raise InputError(f"{flag} {path!r}: is not a .npy file (it does not start with "
+                                 "the signature \\x93NUMPY that numpy.save writes)")
+            f.seek(0)
+            try:
+                version = npy_format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = npy_format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = npy_format.read_array_header_2_0(f)
+                else:
+                    return          # a newer format: np.load judges it
+            except (ValueError, EOFError, OSError) as e:
+                if "EOF" in str(e) or isinstance(e, EOFError):
+                    raise InputError(f"{flag} {path!r}: is truncated ({size} bytes: the .npy "
+                                     "header is incomplete)") from None
+                return              # a malformed header: np.load's reason is reported below
+            offset = f.tell()
+    except OSError as e:
+        raise InputError(f"{flag} {path!r}: cannot be read ({_one_line(e)})") from None
+    if dtype.hasobject:
+        return
+    need = math.prod(shape) * dtype.itemsize
+    if size - offset < need:
+        raise InputError(f"{flag} {path!r}: is truncated: its header says shape {tuple(shape)}, "
+                         f"dtype {dtype} ({need} bytes of data) but the file holds "
+                         f"{size - offset} bytes after the header")
 
 
 def _one_line(e: BaseException) -> str:
@@ -191,6 +242,12 @@ class _Plan:
             else:
                 out += [(g, i, i + 1, j, min(j + k, s)) for i in range(n) for j in range(0, s, k)]
         return out
+
+    def positions(self) -> int:
+        """Target positions evaluated (counted or ignored): all of them, or all but the first of
+        each sequence with --shift."""
+        t = self.t
+        return int(t[..., 1:].size if self.shift else t.size)
 
     def views(self, chunk):
         g, n0, n1, s0, s1 = chunk
@@ -351,6 +408,9 @@ def run_eval(args) -> int:
         if args.json:
             _check_json_dest(args.json)
         plan = _Plan(args)
+        if args.quiet and not args.json:
+            print(f"{PROG}: warning: --quiet without --json: the report is neither printed nor "
+                  "written (only the exit status tells the result)", file=sys.stderr)
         ev = Evaluator(ignore_index=plan.ignore_index, keep_per_token=True, n_threads=args.threads)
         total = len(plan.chunks)
         show = not args.quiet and sys.stderr.isatty()
@@ -367,17 +427,24 @@ def run_eval(args) -> int:
         finally:
             progress.close()
         rep = ev.report()
+        positions = plan.positions()
+        ignored = positions - rep["tokens"]
         if not args.quiet:
             shift = ", shifted (logits[..., :-1, :] vs targets[..., 1:])" if plan.shift else ""
             print(f"logits  {plan.logits_file}: {_describe(plan.x)}{shift}")
             print(f"targets {plan.targets_file}: {_describe(plan.t)}")
             if plan.r is not None:
                 print(f"ref     {plan.ref_file}: {_describe(plan.r)}")
-            print(format_report(rep))
+            lines = format_report(rep).split("\n")
+            lines.insert(1, f"{'ignored positions':<28}: {ignored} of {positions} "
+                            f"(target == {plan.ignore_index})")
+            print("\n".join(lines))
         if args.json:
             payload = {"fastxent_version": __version__, "inputs": _inputs(plan),
                        "options": {"shift": plan.shift, "ignore_index": plan.ignore_index,
                                    "chunk_rows": plan.chunk_rows, "threads": args.threads},
+                       "positions": {"total": positions, "counted": rep["tokens"],
+                                     "ignored": ignored},
                        "report": _json_safe(rep)}
             _write_json_atomic(args.json, payload)
             if not args.quiet:

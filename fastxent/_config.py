@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 
 from . import _core
 from .typing import ShowConfig
@@ -143,11 +144,21 @@ def resolve_n_threads(n_threads: int | None) -> int:
 
 
 def _isa_from_env() -> int:
-    cap = os.environ.get("FASTXENT_ISA", "").strip().lower()
+    """The ISA cap named by ``FASTXENT_ISA`` (the best compiled one when it is unset or empty).
+
+    An unknown name warns (RuntimeWarning) and falls back to automatic selection rather than
+    making ``import fastxent`` fail: a typo in an environment variable should not break every
+    program that imports the package.
+    """
+    raw = os.environ.get("FASTXENT_ISA", "")
+    cap = raw.strip().lower()
     if not cap:
         return _core.ISA_COUNT - 1
     if cap not in _ISA_NAMES:
-        raise ImportError(f"FASTXENT_ISA={cap!r} is not one of {', '.join(_ISA_NAMES)}")
+        warnings.warn(f"FASTXENT_ISA={raw!r} is not one of {', '.join(_ISA_NAMES)}; ignoring it "
+                      "and choosing the best instruction set this CPU supports",
+                      RuntimeWarning, stacklevel=2)
+        return _core.ISA_COUNT - 1
     return _ISA_NAMES.index(cap)
 
 
@@ -160,7 +171,8 @@ def set_isa(isa: str | None) -> str:
         One of ``"baseline"``, ``"avx2"``, ``"avx512"``; the best variant that
         is compiled, supported by this CPU and not above `isa` is chosen.
         None chooses the best available (the import-time default, unless the
-        environment variable ``FASTXENT_ISA`` caps it).
+        environment variable ``FASTXENT_ISA`` caps it; an unknown name there
+        gives a RuntimeWarning at import and is ignored).
 
     Returns
     -------

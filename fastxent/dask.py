@@ -264,6 +264,23 @@ def cross_entropy(logits: da.Array, target: da.Array, *, axis: SupportsIndex = -
     local function sums in double (a fixed-order pairwise sum), so the two agree to the
     rounding of that double sum (the float32 results are almost always bitwise equal).
     Gradients and probability targets are not supported here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> import fastxent, fastxent.dask as fxd
+    >>> x = np.random.default_rng(0).standard_normal((6, 5))
+    >>> t = np.array([0, 1, 2, 3, 4, -100])
+    >>> X, T = da.from_array(x, chunks=(2, 5)), da.from_array(t, chunks=2)   # 3 blocks of rows
+    >>> loss = fxd.cross_entropy(X, T)                 # lazy: nothing is computed yet
+    >>> float(loss.compute()) == float(fastxent.cross_entropy(x, t))
+    True
+    >>> per_row = fxd.cross_entropy(X, T, reduction="none")
+    >>> per_row.chunks                                 # chunked like the targets
+    ((2, 2, 2),)
+    >>> np.allclose(per_row.compute(), fastxent.cross_entropy(x, t, reduction="none"))
+    True
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', got {reduction!r}")
@@ -312,6 +329,20 @@ def perplexity(logits: da.Array, target: da.Array, *, axis: SupportsIndex = -1,
     TypeError, ValueError
         As `cross_entropy` of this module; ValueError also when `per_sequence` is
         True and the sequence axis is split across chunks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> import fastxent, fastxent.dask as fxd
+    >>> x = np.random.default_rng(0).standard_normal((6, 5))
+    >>> t = np.array([0, 1, 2, 3, 4, -100])
+    >>> X, T = da.from_array(x, chunks=(2, 5)), da.from_array(t, chunks=2)   # 3 blocks of rows
+    >>> float(fxd.perplexity(X, T).compute()) == float(fastxent.perplexity(x, t))
+    True
+    >>> uniform = da.zeros((2, 3, 4), chunks=(1, 3, 4))  # 2 sequences of 3 tokens, 4 classes
+    >>> fxd.perplexity(uniform, da.zeros((2, 3), dtype=int, chunks=(1, 3)), per_sequence=True).compute()
+    array([4., 4.])
     """
     x, t, _, kdt = _prepare(logits, target, None, axis)
     rdt = result_dtype(kdt)
@@ -360,6 +391,21 @@ def token_stats(logits: da.Array, target: da.Array, *, ref_logits: da.Array | No
     TypeError, ValueError
         As `cross_entropy` of this module; ValueError also when `ref_logits` is
         shaped or chunked differently from `logits`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> import fastxent, fastxent.dask as fxd
+    >>> x = np.random.default_rng(0).standard_normal((6, 5))
+    >>> t = np.array([0, 1, 2, 3, 4, -100])
+    >>> X, T = da.from_array(x, chunks=(2, 5)), da.from_array(t, chunks=2)   # 3 blocks of rows
+    >>> s = fxd.token_stats(X, T, ref_logits=X * 0.5)
+    >>> import dask
+    >>> nll, kl = dask.compute(s.nll, s.kl)             # one kernel call per block
+    >>> local = fastxent.token_stats(x, t, ref_logits=x * 0.5)
+    >>> np.allclose(nll, local.nll, equal_nan=True), np.allclose(kl, local.kl, equal_nan=True)
+    (True, True)
     """
     x, t, ref, kdt = _prepare(logits, target, ref_logits, axis)
     rdt = result_dtype(kdt)
@@ -411,6 +457,21 @@ def evaluate(logits: da.Array, target: da.Array, ref_logits: da.Array | None = N
     ------
     TypeError, ValueError
         As `token_stats` of this module.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> import fastxent, fastxent.dask as fxd
+    >>> x = np.random.default_rng(0).standard_normal((6, 5))
+    >>> t = np.array([0, 1, 2, 3, 4, -100])
+    >>> X, T = da.from_array(x, chunks=(2, 5)), da.from_array(t, chunks=2)   # 3 blocks of rows
+    >>> report = fxd.evaluate(X, T).compute()
+    >>> ev = fastxent.Evaluator()
+    >>> ev.update(x, t)                                 # the same data, locally
+    5
+    >>> report["tokens"], report == ev.report()         # bitwise the same report
+    (5, True)
     """
     x, t, ref, _ = _prepare(logits, target, ref_logits, axis)
     ii = _losses._check_ignore_index(ignore_index)
@@ -462,10 +523,23 @@ def from_npy(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *
 
     Examples
     --------
-    >>> import fastxent.dask as fxd                               # doctest: +SKIP
-    >>> logits = fxd.from_npy("shards/logits_*.npy")              # doctest: +SKIP
-    >>> target = fxd.from_npy("shards/target_*.npy")              # doctest: +SKIP
-    >>> fxd.evaluate(logits, target).compute()["ppl"]             # doctest: +SKIP
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import fastxent.dask as fxd
+    >>> d = tempfile.mkdtemp()
+    >>> x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    >>> for i in range(2):                      # two shards of 3 rows each
+    ...     np.save(os.path.join(d, f"logits_{i}.npy"), x[3 * i:3 * i + 3])
+    ...     np.save(os.path.join(d, f"target_{i}.npy"), np.arange(3 * i, 3 * i + 3) % 5)
+    >>> logits = fxd.from_npy(os.path.join(d, "logits_*.npy"))
+    >>> target = fxd.from_npy(os.path.join(d, "target_*.npy"))
+    >>> logits.shape, logits.chunks
+    ((6, 5), ((3, 3), (5,)))
+    >>> fxd.evaluate(logits, target).compute()["tokens"]
+    6
+    >>> fxd.from_npy(os.path.join(d, "logits_*.npy"), rows_per_chunk=2).chunks
+    ((2, 1, 2, 1), (5,))
+    >>> import shutil; shutil.rmtree(d)
     """
     if isinstance(paths, (str, os.PathLike)):
         p = os.fspath(paths)

@@ -154,6 +154,14 @@ class TokenStats(Generic[_F, _B]):
         Model and reference have the same top class.
     ref_nll, ref_p_target : ndarray or None
         The reference's NLL of the target and ``P[t]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastxent import token_stats
+    >>> s = token_stats(np.log(np.array([[0.5, 0.25, 0.25]])), np.array([1]))
+    >>> s.p_target, s.correct, s.kl is None
+    (array([0.25]), array([False]), True)
     """
 
     nll: _F
@@ -167,7 +175,23 @@ class TokenStats(Generic[_F, _B]):
     ref_p_target: _F | None = None
 
     def as_dict(self) -> Dict[str, _F | _B]:
-        """The fields as a dict (reference fields only when present)."""
+        """The fields as a dict (reference fields only when present).
+
+        Returns
+        -------
+        dict
+            Field name -> array, without the reference fields that are None.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastxent import token_stats
+        >>> s = token_stats(np.zeros((2, 4)), np.array([0, -100]))
+        >>> sorted(s.as_dict())
+        ['correct', 'counted', 'entropy', 'nll', 'p_target']
+        >>> s.as_dict()["nll"]                    # NaN where the target is ignored
+        array([1.38629436,        nan])
+        """
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
@@ -342,8 +366,9 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsInd
     0.510826
     >>> float(kl_divergence(p, np.array([0.0, -np.inf])))
     inf
-    >>> kl_divergence(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), reduction="sum")
-    np.float32(0.0)
+    >>> kl = kl_divergence(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), reduction="sum")
+    >>> kl.dtype, float(kl)                   # shifted logits: the same distribution
+    (dtype('float32'), 0.0)
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', got {reduction!r}")
@@ -596,7 +621,20 @@ class Evaluator:
 
     @property
     def has_ref(self) -> bool | None:
-        """True / False once tokens with / without reference logits were added, else None."""
+        """True / False once tokens with / without reference logits were added, else None.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastxent import Evaluator
+        >>> logits = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5], [0.1, 0.6, 0.3]]))
+        >>> ev = Evaluator()
+        >>> print(ev.has_ref)
+        None
+        >>> _ = ev.update(logits, np.array([0, 2, 1]), ref_logits=logits)
+        >>> ev.has_ref
+        True
+        """
         return self._has_ref
 
     def update(self, logits: ArrayLike, target: ArrayLike, ref_logits: ArrayLike | None = None) -> int:
@@ -625,6 +663,19 @@ class Evaluator:
         ValueError
             If `ref_logits` is given now but not before (or the reverse), besides the
             errors of `token_stats`.  Nothing is added when an error is raised.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastxent import Evaluator
+        >>> logits = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5], [0.1, 0.6, 0.3]]))
+        >>> ev = Evaluator()
+        >>> ev.update(logits, np.array([0, 2, 1]))
+        3
+        >>> ev.update(logits, np.array([1, -100, -100]))   # -100 (ignore_index) is not counted
+        1
+        >>> ev
+        <Evaluator: 4 tokens>
         """
         has_ref = ref_logits is not None
         self._check_ref(has_ref, "`ref_logits` was {} in earlier updates but {} in this one")
@@ -688,6 +739,19 @@ class Evaluator:
         ValueError
             If one has reference statistics and the other not, or their
             `keep_per_token` differ.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastxent import Evaluator
+        >>> logits = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5], [0.1, 0.6, 0.3]]))
+        >>> target = np.array([0, 2, 1])
+        >>> a, b, whole = Evaluator(), Evaluator(), Evaluator()
+        >>> _ = a.update(logits[:2], target[:2])            # one shard each
+        >>> _ = b.update(logits[2:], target[2:])
+        >>> _ = whole.update(logits, target)
+        >>> a.merge(b) is a, a.report() == whole.report()  # bitwise the one-pass report
+        (True, True)
         """
         if not isinstance(other, Evaluator):
             raise TypeError(f"`other` must be an Evaluator, got {type(other).__name__}")
@@ -716,6 +780,23 @@ class Evaluator:
         The dict can be saved with ``np.savez`` (or pickled, or sent between
         processes) and given to `from_state_dict`.  Exact totals are int64 arrays;
         kept per-token values are float32 arrays.
+
+        Returns
+        -------
+        dict
+            Plain ints and bools (``version``, ``tokens``, ...) and NumPy arrays
+            (``sum_*``: exact totals; ``kl_values``, ``delta_p_values``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastxent import Evaluator
+        >>> logits = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5], [0.1, 0.6, 0.3]]))
+        >>> ev = Evaluator()
+        >>> _ = ev.update(logits, np.array([0, 2, 1]))
+        >>> state = ev.state_dict()
+        >>> state["tokens"], state["sum_nll"].dtype
+        (3, dtype('int64'))
         """
         d: Dict[str, Any] = {
             "version": _STATE_VERSION,
@@ -737,10 +818,38 @@ class Evaluator:
     def from_state_dict(cls, state: Mapping[str, Any], *, n_threads: int | None = None) -> "Evaluator":
         """An evaluator restored from `state_dict` (a dict or an ``np.load`` npz file).
 
+        Parameters
+        ----------
+        state : dict or numpy.lib.npyio.NpzFile
+            What `state_dict` returned, possibly saved with ``np.savez`` and loaded.
+        n_threads : int, optional
+            Threads for later `update` calls (not part of the state).
+
+        Returns
+        -------
+        Evaluator
+            Whose `report` is bitwise the saved evaluator's, and which can be
+            updated and merged further.
+
         Raises
         ------
         ValueError
             If `state` misses entries or has an unknown version.
+
+        Examples
+        --------
+        >>> import io
+        >>> import numpy as np
+        >>> from fastxent import Evaluator
+        >>> logits = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5], [0.1, 0.6, 0.3]]))
+        >>> ev = Evaluator()
+        >>> _ = ev.update(logits, np.array([0, 2, 1]), ref_logits=logits[::-1])
+        >>> buf = io.BytesIO()
+        >>> np.savez(buf, **ev.state_dict())
+        >>> _ = buf.seek(0)
+        >>> back = Evaluator.from_state_dict(np.load(buf))
+        >>> back, back.report() == ev.report()
+        (<Evaluator: 3 tokens, with reference>, True)
         """
         try:
             version = int(state["version"])
@@ -781,6 +890,22 @@ class Evaluator:
             target); and, with `keep_per_token`, ``kl_percentiles`` and
             ``delta_p_percentiles``: dicts with keys ``max``, ``p99.9``, ``p99``,
             ``p95``, ``p90``, ``median``, ``p10``, ``p5``, ``p1``, ``p0.1``, ``min``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastxent import Evaluator
+        >>> logits = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5], [0.1, 0.6, 0.3]]))
+        >>> ev = Evaluator()
+        >>> _ = ev.update(logits, np.array([0, 2, 1]))
+        >>> _ = ev.update(logits[:1], np.array([1]))
+        >>> rep = ev.report()        # target probabilities 0.7, 0.5, 0.6 and 0.2
+        >>> rep["tokens"], rep["top1_accuracy"]
+        (4, 0.75)
+        >>> round(rep["ppl"], 6) == round(float(np.exp(-np.log([0.7, 0.5, 0.6, 0.2]).mean())), 6)
+        True
+        >>> Evaluator().report()["ppl"]             # no tokens yet
+        nan
         """
         n, s = self.tokens, self._sums
         r: Any = {"tokens": n}  # an EvaluatorReport, filled key by key
@@ -849,6 +974,16 @@ def format_report(report: Mapping[str, Any]) -> str:
     -------
     str
         Several lines, without a trailing newline.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastxent import Evaluator
+    >>> from fastxent.evaluate import format_report
+    >>> ev = Evaluator()
+    >>> _ = ev.update(np.log(np.array([[0.5, 0.5], [0.8, 0.2]])), np.array([0, 0]))
+    >>> print(format_report(ev.report()).splitlines()[0])
+    tokens                      : 2
     """
     r = report
     lines = [f"tokens                      : {r['tokens']}",

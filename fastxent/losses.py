@@ -244,9 +244,11 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
 
     Parameters
     ----------
-    logits : array_like of float32 or float64
+    logits : array_like of float32, float64, float16 or bfloat16
         Unnormalised scores, classes along `axis`, e.g. of shape
-        (tokens, vocab) or (batch, seq, vocab).
+        (tokens, vocab) or (batch, seq, vocab).  16-bit logits
+        (``numpy.float16``, ``ml_dtypes.bfloat16``) are read as they are
+        and computed in float32, without a converted copy.
     target : array_like
         Either class indices (any integer dtype) with the shape of `logits`
         without `axis` -- values in ``[0, C)`` or `ignore_index` -- or, as a
@@ -287,28 +289,32 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
         same kernel call.
     grad_out : ndarray, optional
         Where to write the gradient (requires `return_grad`): an array of the
-        logits' shape and dtype, aligned, with a contiguous class axis.  It may be the
-        `logits` array itself, which is then overwritten in place (as Liger
-        does); the numbers are the same as with a separate buffer.
+        logits' shape and of the gradient's dtype (float64 for float64 logits,
+        float32 otherwise), aligned, with a contiguous class axis.  For float32
+        and float64 logits it may be the `logits` array itself, which is then
+        overwritten in place (as Liger does); the numbers are the same as with
+        a separate buffer.
     n_threads : int, optional
         Threads to use (None: `get_num_threads`; -1: all CPUs).
 
     Returns
     -------
     loss : ndarray or scalar
-        float32 for float32 logits, float64 for float64.  Totals are summed
+        float64 for float64 logits, float32 for the others (float32,
+        float16, bfloat16).  Totals are summed
         in double in a fixed order (the same for any `n_threads`) and rounded
         once; ``"sum"`` and ``"mean"`` give a NumPy scalar.
     z : ndarray or scalar
         The z-loss part, when `return_z_loss` is True.
     grad : ndarray
-        The gradient, when `return_grad` is True (`grad_out` when given).
+        The gradient, when `return_grad` is True (`grad_out` when given),
+        float64 for float64 logits and float32 for the others.
         The result is ``(loss, grad)``, ``(loss, z)`` or ``(loss, z, grad)``.
 
     Raises
     ------
     TypeError
-        If `logits` is not float32/float64; `axis` is not one integer (a
+        If `logits` is not float32/float64/float16/bfloat16; `axis` is not one integer (a
         tuple or None included); `target` is neither integer nor floating; a
         float `target` does not have the logits' shape; or `grad_out` has the
         wrong dtype.
@@ -348,6 +354,11 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
     >>> loss, grad = cross_entropy(logits, np.array([0, 2]), label_smoothing=0.1, return_grad=True)
     >>> grad.shape
     (2, 3)
+
+    16-bit logits are computed in float32 (the result is float32):
+
+    >>> cross_entropy(logits.astype(np.float16), np.array([0, 2]), reduction="none")
+    array([0.23954476, 1.0986123 ], dtype=float32)
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', got {reduction!r}")
@@ -498,8 +509,9 @@ def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1
 
     Parameters
     ----------
-    logits : array_like of float32 or float64
-        Unnormalised scores, classes along `axis`.
+    logits : array_like of float32, float64, float16 or bfloat16
+        Unnormalised scores, classes along `axis` (16-bit logits are computed
+        in float32).
     target : array_like of int
         Class indices with the shape of `logits` without `axis`.
     axis : int, optional
@@ -515,8 +527,8 @@ def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1
     Returns
     -------
     ppl : scalar or ndarray
-        float32 for float32 logits, float64 for float64; NaN where no token
-        is counted.
+        float64 for float64 logits, float32 for the others; NaN where no
+        token is counted.
 
     Raises
     ------
@@ -539,6 +551,9 @@ def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1
     4.0
     >>> perplexity(logits, np.array([[0, 1, -100], [2, 3, 0]]), per_sequence=True)
     array([4., 4.])
+    >>> ppl = perplexity(logits.astype(np.float16), np.zeros((2, 3), dtype=int))
+    >>> ppl.dtype, float(ppl)
+    (dtype('float32'), 4.0)
     """
     if per_sequence and np.ndim(target) == 0:
         raise ValueError("`per_sequence=True` needs `target` with a sequence axis (shape (..., T)), "

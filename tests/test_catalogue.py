@@ -172,12 +172,25 @@ ROWS = [
 # "<NumPy's reason>" stands for the text of NumPy's own error, which varies between versions).
 # Files in {d}: x.npy (4, 5) float32 logits, t.npy (4,) int64 targets, tf.npy (4,) float64,
 # t3.npy (3,) int64, tbad.npy (4,) int64 with a 7 at position 2, r6.npy (4, 6) float32,
-# x1.npy (5,) float32, z.npz.  Every call also asks for --json {d}/out.json, which must not appear.
+# x1.npy (5,) float32, z.npz, t.npy.txt (text), empty.npy (0 bytes), xcut.npy (x.npy without the
+# last 40 bytes), hcut.npy (its first 20 bytes), hbad.npy (a header that is not a dict).  Every call
+# also asks for --json {d}/out.json, which must not appear.
 CLI_ROWS = [
     ("missing file", "--logits {d}/nope.npy --targets {d}/t.npy",
      "fastxent eval: error: --logits '{d}/nope.npy': no such file"),
     ("not a .npy file", "--logits {d}/t.npy.txt --targets {d}/t.npy",
-     "fastxent eval: error: --logits '{d}/t.npy.txt': cannot be read as a .npy file (<NumPy's reason>)"),
+     "fastxent eval: error: --logits '{d}/t.npy.txt': is not a .npy file (it does not start with the "
+     "signature \\x93NUMPY that numpy.save writes)"),
+    ("empty file", "--logits {d}/x.npy --targets {d}/empty.npy",
+     "fastxent eval: error: --targets '{d}/empty.npy': is not a .npy file (it is empty)"),
+    ("truncated data", "--logits {d}/xcut.npy --targets {d}/t.npy",
+     "fastxent eval: error: --logits '{d}/xcut.npy': is truncated: its header says shape (4, 5), dtype "
+     "float32 (80 bytes of data) but the file holds 40 bytes after the header"),
+    ("truncated header", "--logits {d}/x.npy --targets {d}/t.npy --ref-logits {d}/hcut.npy",
+     "fastxent eval: error: --ref-logits '{d}/hcut.npy': is truncated (20 bytes: the .npy header is "
+     "incomplete)"),
+    ("malformed header", "--logits {d}/hbad.npy --targets {d}/t.npy",
+     "fastxent eval: error: --logits '{d}/hbad.npy': cannot be read as a .npy file (<NumPy's reason>)"),
     (".npz archive", "--logits {d}/z.npz --targets {d}/t.npy",
      "fastxent eval: error: --logits '{d}/z.npz': is an .npz archive; give a .npy file"),
     ("1-d logits", "--logits {d}/x1.npy --targets {d}/t.npy",
@@ -260,6 +273,13 @@ def cli_dir(tmp_path_factory):
     np.save(d / "r6.npy", np.zeros((4, 6), np.float32))
     np.savez(d / "z.npz", a=np.zeros((4, 5)))
     (d / "t.npy.txt").write_text("not an array\n")
+    (d / "empty.npy").write_bytes(b"")
+    whole = (d / "x.npy").read_bytes()
+    (d / "xcut.npy").write_bytes(whole[:-40])
+    (d / "hcut.npy").write_bytes(whole[:20])
+    header = b"['not', 'a', 'dict']".ljust(117) + b"\n"
+    (d / "hbad.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+                                 + bytes(80))
     return d
 
 

@@ -146,11 +146,26 @@ def bad_input_cases(tmp_path, paths):
     with open(f"{d}/garbage.npy", "wb") as f:
         f.write(b"not a numpy file at all")
     np.savez(f"{d}/arch.npz", a=np.zeros(3))
+    with open(paths["L"], "rb") as f:
+        whole = f.read()
+    with open(f"{d}/cut.npy", "wb") as f:    # a download or copy that stopped early
+        f.write(whole[:-100])
+    with open(f"{d}/cut_r.npy", "wb") as f:
+        f.write(whole[:9])
     L, T = paths["L"], paths["T"]
     return {
         "missing": (["--logits", f"{d}/nope.npy", "--targets", T], f"--logits '{d}/nope.npy': no such file"),
         "directory": (["--logits", d, "--targets", T], "is a directory"),
-        "garbage": (["--logits", f"{d}/garbage.npy", "--targets", T], "cannot be read as a .npy file"),
+        "garbage": (["--logits", f"{d}/garbage.npy", "--targets", T],
+                    f"--logits '{d}/garbage.npy': is not a .npy file (it does not start with the signature "
+                    "\\x93NUMPY that numpy.save writes)"),
+        "truncated": (["--logits", f"{d}/cut.npy", "--targets", T],
+                      f"--logits '{d}/cut.npy': is truncated: its header says shape (3, 40, 37), dtype "
+                      f"float32 ({3 * 40 * 37 * 4} bytes of data) but the file holds {3 * 40 * 37 * 4 - 100} "
+                      "bytes after the header"),
+        "truncated ref": (["--logits", L, "--targets", T, "--ref-logits", f"{d}/cut_r.npy"],
+                          f"--ref-logits '{d}/cut_r.npy': is truncated (9 bytes: the .npy header is "
+                          "incomplete)"),
         "npz": (["--logits", L, "--targets", f"{d}/arch.npz"], "is an .npz archive"),
         "float targets": (["--logits", L, "--targets", f"{d}/float_t.npy"],
                           "--targets has dtype float64; targets must be integer class indices"),
@@ -262,3 +277,57 @@ def test_eval_ref_logits_of_another_dtype(capsys, rng, tmp_path, model_dt, ref_d
     assert abs(rep["kl_mean"] - kl.mean()) <= tol  # per token: the bound of a row of scale ~ 16
     assert rep["ref_ppl"] == pytest.approx(np.exp(rnll.mean()), rel=tol)
     assert rep["same_top"] == np.mean(X.argmax(-1) == Y.argmax(-1))
+
+
+def test_eval_reports_ignored_positions(capsys, files, tmp_path):
+    paths, _, _, t = files
+    ignored, ignored_shifted = int(np.count_nonzero(t == -100)), int(np.count_nonzero(t[:, 1:] == -100))
+    assert 0 < ignored_shifted < ignored < t.size       # the fixture ignores some positions
+    out_json = str(tmp_path / "o.json")
+    rc, out, err = run(capsys, "--logits", paths["L"], "--targets", paths["T"], "--json", out_json)
+    assert rc == 0 and err == ""
+    assert f"ignored positions           : {ignored} of {t.size} (target == -100)\n" in out
+    assert f"tokens                      : {t.size - ignored}\n" in out
+    assert load_report(out_json)["positions"] == {"total": t.size, "counted": t.size - ignored,
+                                                  "ignored": ignored}
+    # with --shift the first target of each sequence is not a position at all
+    rc, out, _ = run(capsys, "--logits", paths["L"], "--targets", paths["T"], "--shift", "--json", out_json)
+    n = t[:, 1:].size
+    assert rc == 0 and f"ignored positions           : {ignored_shifted} of {n} (target == -100)" in out
+    assert load_report(out_json)["positions"] == {"total": n, "counted": n - ignored_shifted,
+                                                  "ignored": ignored_shifted}
+    # another --ignore-index: nothing is ignored when no target has that value
+    np.save(tmp_path / "T0.npy", np.where(t < 0, 0, t))
+    rc, out, _ = run(capsys, "--logits", paths["L"], "--targets", str(tmp_path / "T0.npy"),
+                     "--ignore-index", "-1")
+    assert rc == 0 and f"ignored positions           : 0 of {t.size} (target == -1)" in out
+
+
+def test_eval_quiet_without_json_warns(capsys, files, tmp_path):
+    paths = files[0]
+    rc, out, err = run(capsys, "--logits", paths["L"], "--targets", paths["T"], "--quiet")
+    assert rc == 0 and out == ""
+    assert err == ("fastxent eval: warning: --quiet without --json: the report is neither printed nor "
+                   "written (only the exit status tells the result)\n")
+    # with --json there is something to show for the run: no warning
+    rc, out, err = run(capsys, "--logits", paths["L"], "--targets", paths["T"], "--quiet", "--json",
+                       str(tmp_path / "o.json"))
+    assert rc == 0 and out == "" and err == ""
+    # bad input: only the error line (the warning would only add noise)
+    rc, out, err = run(capsys, "--logits", paths["L"], "--targets", str(tmp_path / "nope.npy"), "--quiet")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("fastxent eval: error: ")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"fastxent {fastxent.__version__}\n"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ok = subprocess.run([sys.executable, "-m", "fastxent", "--version"], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert ok.returncode == 0 and ok.stdout == f"fastxent {fastxent.__version__}\n", ok.stderr
+    script = os.path.join(os.path.dirname(sys.executable), "fastxent")
+    if os.path.exists(script):           # the console script of an installed package
+        ok = subprocess.run([script, "--version"], capture_output=True, text=True, env=env, timeout=120)
+        assert ok.returncode == 0 and ok.stdout == f"fastxent {fastxent.__version__}\n", ok.stderr
