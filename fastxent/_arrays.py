@@ -12,10 +12,7 @@ import operator
 
 import numpy as np
 
-try:
-    from numpy.exceptions import AxisError
-except ImportError:  # numpy < 1.25
-    from numpy import AxisError
+from ._compat import AxisError
 
 SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)

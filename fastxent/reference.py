@@ -11,8 +11,7 @@ targets) and Liger-Kernel (``z_loss``, ``softcap``), with the gradient in closed
 import operator
 
 import numpy as np
-from numpy.exceptions import AxisError
-from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
+from ._compat import AxisError, normalize_axis_index, normalize_axis_tuple
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "cross_entropy", "perplexity"]
 

@@ -37,10 +37,10 @@ import zlib
 
 import numpy as np
 import pytest
-from numpy.lib.array_utils import normalize_axis_tuple
 
 import fastxent
 from fastxent import reference
+from fastxent._compat import normalize_axis_tuple
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 EPS64 = float(np.finfo(np.float64).eps)  # 2.22e-16
