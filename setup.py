@@ -59,9 +59,6 @@ class BuildExt(build_ext):
         use_omp = False
         if os.environ.get("FASTXENT_NO_OPENMP", "0") not in ("", "0"):
             print("fastxent: FASTXENT_NO_OPENMP is set, building serial kernels", file=sys.stderr)
-        elif self.compiler.compiler_type == "msvc":
-            use_omp = True
-            omp_cflags, omp_lflags = ["/openmp"], []
         else:
             omp_cflags, omp_lflags = ["-fopenmp"], ["-fopenmp"]
             use_omp = _compiler_works(self.compiler, OPENMP_PROBE, omp_cflags)
@@ -72,8 +69,7 @@ class BuildExt(build_ext):
         if SANITIZE:
             print("fastxent: FASTXENT_SANITIZE is set, building with " + " ".join(SANITIZE_FLAGS), file=sys.stderr)
         for ext in self.extensions:
-            if self.compiler.compiler_type != "msvc":
-                ext.extra_compile_args += ["-O3", "-fno-math-errno", "-Wno-psabi"]
+            ext.extra_compile_args += ["-O3", "-fno-math-errno", "-Wno-psabi"]  # GCC/Clang only (src_c #errors otherwise)
             if use_omp:
                 ext.extra_compile_args += omp_cflags
                 ext.extra_link_args += omp_lflags

@@ -13,10 +13,7 @@ from typing import Any, Optional, Sequence, SupportsIndex, Tuple, Union
 
 import numpy as np
 
-try:
-    from numpy.exceptions import AxisError
-except ImportError:  # numpy < 1.25
-    from numpy import AxisError
+from ._compat import AxisError
 
 #: (n_outer, n_inner, n_cols, s_outer, s_inner, s_col) of src_c/fastxent.h, strides in elements
 Layout = Tuple[int, int, int, int, int, int]

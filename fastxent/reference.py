@@ -13,8 +13,7 @@ import operator
 from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Sequence, SupportsIndex, Tuple, Union, overload
 
 import numpy as np
-from numpy.exceptions import AxisError
-from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
+from ._compat import AxisError, normalize_axis_index, normalize_axis_tuple
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "cross_entropy", "perplexity"]
 

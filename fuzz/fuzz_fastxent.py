@@ -441,7 +441,6 @@ def gen_grad_out(d: Bytes, x):
 # versions follow their docstrings (fastxent/evaluate.py) and reuse the reference's checks.
 def _eval_logits(a, name):
     """(float64 array, kernel dtype, result dtype) with fastxent's dtype rules for logits."""
-    from numpy.lib.array_utils import normalize_axis_index  # noqa: F401 - numpy >= 2
     arr = np.asarray(a)
     reference._float_input(arr, name, promote_int=False)  # TypeError as fastxent
     kdt = arr.dtype.newbyteorder("=") if arr.dtype.kind == "f" else arr.dtype
@@ -480,7 +479,7 @@ def _kl_rows(p, q):
 
 
 def oracle_kl_divergence(p_logits, q_logits, *, axis=-1, reduction="none", n_threads=None):
-    from numpy.lib.array_utils import normalize_axis_index
+    from fastxent._compat import normalize_axis_index
     if reduction not in ("none", "sum", "mean"):
         raise ValueError("`reduction` must be one of 'none', 'sum', 'mean'")
     p, pk, _ = _eval_logits(p_logits, "p_logits")
@@ -502,7 +501,7 @@ def oracle_kl_divergence(p_logits, q_logits, *, axis=-1, reduction="none", n_thr
 
 
 def oracle_token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index=-100, n_threads=None):
-    from numpy.lib.array_utils import normalize_axis_index
+    from fastxent._compat import normalize_axis_index
     try:
         ignore_index = operator.index(ignore_index)
     except TypeError:

@@ -37,10 +37,10 @@ import zlib
 
 import numpy as np
 import pytest
-from numpy.lib.array_utils import normalize_axis_tuple
 
 import fastxent
 from fastxent import reference
+from fastxent._compat import normalize_axis_tuple
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 EPS64 = float(np.finfo(np.float64).eps)  # 2.22e-16
@@ -53,6 +53,56 @@ LAYOUTS = ["c", "rows_gap", "fortran", "neg_rows", "neg_cols", "strided", "reado
 THREADS = [None, 1, 2, 3]
 # Vocabulary sizes from tiny to Llama-3's, with row counts that keep the suite fast.
 VOCABS = [(1, 5), (2, 5), (3, 5), (7, 4), (1000, 4), (32000, 3), (128256, 2)]
+
+
+# --------------------------------------------------------------------------- versions of the stack
+# The support window (pyproject.toml) runs from NumPy 1.26 and the `test` extra's SciPy floor to the
+# newest releases. fastxent.special follows scipy.special's logsumexp/softmax/log_softmax as of
+# SciPy 1.17 on NumPy 2 (fastxent.reference transcribes that version step by step). Older SciPy
+# differs: other result dtypes (before 1.15's rewrite it promotes `b` by NumPy's rules; on NumPy 1.x
+# value-based casting changes them again), bool input refused, empty input raising, zero weights
+# dropping inf/nan terms. A test that compares with SciPy calls `scipy_special()`: the installed
+# scipy.special when it has the behaviour fastxent follows, else fastxent.reference, which stands for
+# SciPy 1.17 (the newest-versions CI job compares with the real SciPy).
+SCIPY_FOLLOWED = (1, 17)
+
+
+def _version_tuple(v):
+    return tuple(int(p) for p in v.split(".")[:2])
+
+
+try:
+    import scipy
+    SCIPY_VERSION = _version_tuple(scipy.__version__)
+except ImportError:  # scipy is a test-only dependency
+    SCIPY_VERSION = None
+NUMPY_VERSION = _version_tuple(np.__version__)
+
+
+def scipy_follows():
+    """True when the installed SciPy (and NumPy) behave as the SciPy version fastxent follows."""
+    return SCIPY_VERSION is not None and SCIPY_VERSION >= SCIPY_FOLLOWED and NUMPY_VERSION >= (2, 0)
+
+
+def scipy_special():
+    """The logsumexp/softmax/log_softmax a test compares with: scipy.special if it behaves as
+    SciPy 1.17 on NumPy 2 (`scipy_follows()`), else fastxent.reference; None without SciPy."""
+    if SCIPY_VERSION is None:
+        return None
+    if scipy_follows():
+        import scipy.special
+        return scipy.special
+    return reference
+
+
+# Hypothesis' too_slow health check measures wall time of data generation, which on a loaded
+# shared machine (and with older Hypothesis) fails tests at random: a flaky check, not a finding.
+try:
+    from hypothesis import HealthCheck, settings as _hyp_settings
+    _hyp_settings.register_profile("fastxent", suppress_health_check=[HealthCheck.too_slow])
+    _hyp_settings.load_profile("fastxent")
+except ImportError:
+    pass
 
 
 # --------------------------------------------------------------------------- data and layouts
