@@ -17,7 +17,7 @@ import fastxent
 from fastxent import _bench
 from fastxent.__main__ import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastxent.__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the tree holding tests/ and bench/
 TARGETS = os.path.join(ROOT, "bench", "targets.py")
 
 TINY = _bench.Plan(
