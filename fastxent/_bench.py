@@ -30,7 +30,7 @@ import textwrap
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -346,6 +346,7 @@ def impls_for(op: str, dtype: str, impls) -> list:
 
 def _call(impl: Impl, op: str, x, target):
     fn = impl.op(op)
+    assert fn is not None, (impl.key, op)       # callers time only the ops an impl has
     return fn(x) if op == "logsumexp" else fn(x, target)
 
 
@@ -381,7 +382,7 @@ def read_bandwidth(mib: int, threads, repeat: int = 5) -> dict:
     a = np.ones((mib << 20) // 4, dtype=np.float32)   # written once: pages mapped
     out = {}
     try:
-        times = {n: [] for n in threads}
+        times: dict[int, list[float]] = {n: [] for n in threads}
         for n in threads:
             _core.read_probe(a, n)                     # warm-up (and OpenMP thread start)
         for _ in range(repeat):
@@ -580,7 +581,11 @@ def run(plan: Plan = FULL, repeat: int = 5, impls=None, out=None, sweep: bool = 
     _header(p, machine, bw, threads, plan, repeat)
     p(_HEAD)
     p("-" * len(_HEAD))
-    rows, bad, memory, skipped, draws = [], [], {}, [], {}
+    rows: list[Any] = []
+    bad: list[Any] = []
+    memory: dict[Any, Any] = {}
+    skipped: list[Any] = []
+    draws: dict[Any, Any] = {}
     for shape, dtype in plan.cases:
         if dtype_of(dtype) is None:
             skipped.append(f"{_shape(shape)} {dtype}: ml_dtypes is not installed")
@@ -658,8 +663,9 @@ def run_sweep(plan: Plan, repeat: int, impls, bw, bad, p=None) -> list:
     """cross_entropy and logsumexp of float32 logits over the vocabulary sizes of `plan`, with
     the same number of elements per call (rows = plan.sweep_elements // vocab): the data of
     `--plot`.  Printed as a compact table (G elements/s per implementation) when `p` is given."""
-    rows, draws = [], {}
-    by_vocab = {}
+    rows: list[Any] = []
+    draws: dict[Any, Any] = {}
+    by_vocab: dict[Any, Any] = {}
     for vocab in plan.sweep_vocab:
         n = max(1, plan.sweep_elements // vocab)
         x, target = make_data((n, vocab), "float32", _cache=draws)

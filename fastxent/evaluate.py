@@ -82,7 +82,8 @@ def _stats(x: np.ndarray, ax: int, t64, ignore_index: int, ref, out: dict, nt: i
         rbase = rlayout = None
         if ref is not None:
             rbase, rlayout, _, _ = as_rows(ref, (ax,))
-        _core.token_stats(base, layout, t64, ignore_index, rbase, rlayout, *args, nt)
+        # (mypy cannot count the starred outputs: nll ... ref_p_target, nine in all)
+        _core.token_stats(base, layout, t64, ignore_index, rbase, rlayout, *args, nt)  # type: ignore[call-arg, arg-type]
         return x.dtype
     kdt = pair_dtype(x.dtype, ref.dtype)
     xm, rm = np.moveaxis(x, ax, -1), np.moveaxis(ref, ax, -1)
@@ -98,8 +99,9 @@ def _stats(x: np.ndarray, ax: int, t64, ignore_index: int, ref, out: dict, nt: i
         rbase, rlayout, _, _ = as_rows(rc, (rc.ndim - 1,))
         if layout[0] * layout[1] == 0:
             continue
-        _core.token_stats(base, layout, None if tb is None else tb[idx].reshape(-1), ignore_index,
-                          rbase, rlayout, *(None if a is None else a[idx].reshape(-1) for a in ob), nt)
+        outs = [None if a is None else a[idx].reshape(-1) for a in ob]
+        _core.token_stats(base, layout, None if tb is None else tb[idx].reshape(-1), ignore_index,  # type: ignore[call-arg]
+                          rbase, rlayout, *outs, nt)  # type: ignore[arg-type]
     return kdt
 
 
