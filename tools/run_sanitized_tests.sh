@@ -36,10 +36,10 @@ LOGS="$WORK/reports"
 mkdir -p "$SRC" "$LOGS"
 
 echo "== sanitizer build (FASTXENT_SANITIZE=1) in $SRC"
-cp -r "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/src_c" "$ROOT/fastxent" \
+cp -r "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/LICENSE" "$ROOT/src_c" "$ROOT/fastxent" \
       "$ROOT/tests" "$SRC/"
 rm -f "$SRC"/fastxent/_core.c "$SRC"/fastxent/_core.*.so "$SRC"/fastxent/_core.*.pyd
-for d in fuzz docs; do [[ -d "$ROOT/$d" ]] && cp -r "$ROOT/$d" "$SRC/"; done
+for d in fuzz docs bench; do [[ -d "$ROOT/$d" ]] && cp -r "$ROOT/$d" "$SRC/"; done
 (cd "$SRC" && FASTXENT_SANITIZE=1 "$PY" setup.py -q build_ext --inplace --force > "$WORK/build.log" 2>&1) || {
     cat "$WORK/build.log" >&2; echo "run_sanitized_tests: build failed" >&2; exit 1; }
 grep -q -- "-fsanitize=address,undefined" "$WORK/build.log" || {
