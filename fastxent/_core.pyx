@@ -269,6 +269,24 @@ def xent_sum(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_ind
     return total
 
 
+cdef extern from "fastxent.h" nogil:
+    int fx_sum_losses(const double *a, int64_t n, double *total)
+
+
+def sum_losses(cnp.ndarray a):
+    """The sum of a contiguous float64 array in xent_sum's order (a float)."""
+    _need(a, "float64", a.size, "a")
+    cdef const double *p = <const double *>cnp.PyArray_DATA(a)
+    cdef int64_t n = a.size
+    cdef double total = 0.0
+    cdef int rc
+    with nogil:
+        rc = fx_sum_losses(p, n, &total)
+    if rc:
+        raise MemoryError("fastxent: out of memory for slab totals")
+    return total
+
+
 def lse_b(cnp.ndarray x, tuple layout, cnp.ndarray b, tuple b_layout, bint return_sign,
           cnp.ndarray out, cnp.ndarray sign, int n_threads):
     cdef fx_rows r = _rows(x, layout)

@@ -477,10 +477,14 @@ def _reduce(loss, zl, reduction, denom, counted, dt):
             if total.ndim == 0:  # 1-d logits: one position, returned as a NumPy scalar
                 return total[()], (None if z is None else z[()])
             return total, z
-        s = np.sum(loss, dtype=np.float64)
-        z = 0.0 if zl is None else np.sum(zl, dtype=np.float64)
+        # one summation for every path: the order in which the plain kernel sums its
+        # losses (xent_sum), so that the total does not depend on the options/gradient path
+        s = np.float64(loss if np.ndim(loss) == 0 else _core.sum_losses(aligned_c(loss, np.float64).reshape(-1)))
+        z = 0.0 if zl is None else np.float64(_core.sum_losses(aligned_c(zl, np.float64).reshape(-1)))
         if reduction == "mean":
-            s = s / np.float64(denom)
+            # a zero total weight makes the loss part NaN whatever the smoothing adds (PyTorch:
+            # its nll part is 0 / 0)
+            s = s / np.float64(denom) if denom else np.float64(np.nan)
             z = z / np.float64(counted) if zl is not None else 0.0
         return dt.type(s + z), dt.type(z)
 

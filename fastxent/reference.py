@@ -146,7 +146,9 @@ def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keep
             terms = np.exp(kept - m) if b is None else b * np.exp(kept - m)
             s = np.sum(terms, axis=axis, keepdims=True)
             sgn = np.sign(s)
-            out = np.log(np.abs(s)) + m
+            # without b: log(s) as log1p((count of maxima - 1) + the rest), which keeps its
+            # relative precision when one term dominates (log(1 + 1e-18) would be 0)
+            out = (_log_shifted_sum(kept - m, axis) if b is None else np.log(np.abs(s))) + m
             if not return_sign:
                 out = np.where(s < 0, np.nan, out)
             # scipy's fallback: the direct formula wherever the shifted one is not finite
@@ -189,6 +191,14 @@ def softmax(x: ArrayLike, axis: _Axes = None, *, n_threads: int | None = None) -
         return _result(e / np.sum(e, axis=axis, keepdims=True), dtype)
 
 
+def _log_shifted_sum(shifted, axis):
+    """log(sum(exp(shifted))) over `axis` (kept) for shifted = x - max: log1p of (the number of
+    zeros - 1) + the sum of the other terms, exact in relative terms when one term dominates."""
+    top = shifted == 0
+    rest = np.sum(np.where(top, 0.0, np.exp(shifted)), axis=axis, keepdims=True)
+    return np.log1p((np.sum(top, axis=axis, keepdims=True) - 1.0) + rest)
+
+
 def log_softmax(x: ArrayLike, axis: _Axes = None, *, n_threads: int | None = None) -> _FloatArray:
     """``x - logsumexp(x)`` along `axis`, as ``scipy.special.log_softmax``.
 
@@ -214,7 +224,7 @@ def log_softmax(x: ArrayLike, axis: _Axes = None, *, n_threads: int | None = Non
     with np.errstate(all="ignore"):
         m = np.max(x, axis=axis, keepdims=True)
         shifted = x - np.where(np.isfinite(m), m, 0.0)
-        return _result(shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True)), dtype)
+        return _result(shifted - _log_shifted_sum(shifted, axis), dtype)
 
 
 def _logits_last(logits, axis):
@@ -321,6 +331,7 @@ def _terms(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smo
     ``counted``  positions that count (not `ignore_index`);
     ``denom``    what "mean" divides the cross-entropy by (sum of w[t] over counted positions, or
                  their number; the number of positions for probability targets);
+    ``gap``      ``lse - x`` per class, as ``(max - x) + log(sum(exp(x - max)))`` in finite rows;
     ``dtype``    the result dtype, ``axis`` the normalised class axis.
     Also used by the tests to state error bounds.
     """
@@ -359,8 +370,14 @@ def _terms(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smo
     with np.errstate(all="ignore"):
         lse = logsumexp(x, axis=-1) if n_classes else np.full(x.shape[:-1], -np.inf)
         p = np.exp(x - lse[..., None])
+        # lse - x as (max - x) + log(sum exp(x - max)): lse - x alone would round the tiny
+        # log-sum away at a dominant target (lse = 100 + 4e-18 == 100)
+        m = np.max(x, axis=-1, keepdims=True) if n_classes else np.zeros(x.shape[:-1] + (1,))
+        fin = np.isfinite(m)
+        m0 = np.where(fin, m, 0.0)
+        gap = np.where(fin, (m0 - x) + _log_shifted_sum(x - m0, -1), lse[..., None] - x)
     return dict(x=x, chain=chain, lse=lse, p=p, coef=coef, onehot=onehot, a=a, b=b,
-                counted=counted, denom=denom, dtype=dtype, axis=axis)
+                counted=counted, denom=denom, dtype=dtype, axis=axis, gap=gap)
 
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1,
@@ -448,7 +465,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
         _check_grad_out(grad_out, shape, grad_dtype, logits)
 
     with np.errstate(all="ignore"):
-        terms = np.where(coef == 0, 0.0, coef * (lse[..., None] - x))  # 0 * inf counts as 0
+        terms = np.where(coef == 0, 0.0, coef * r["gap"])  # 0 * inf counts as 0
         ce = terms.sum(axis=-1)
         z = np.where(counted, zc * lse**2, 0.0) if zc else np.zeros(counted.shape)
         n_counted = counted.sum()
@@ -458,7 +475,8 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
             loss, zpart = ce.sum() + z.sum(), z.sum()
         else:
             zpart = z.sum() / n_counted
-            loss = ce.sum() / r["denom"] + zpart
+            # a zero total weight: NaN, whatever the smoothing part adds (PyTorch: nll is 0 / 0)
+            loss = (ce.sum() / r["denom"] if r["denom"] else np.nan) + zpart
         out = [_result(loss, dtype)]
         if return_z_loss:
             out.append(_result(zpart, dtype))
@@ -484,7 +502,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
                 lk = lk + np.log(np.abs(lse))[..., None]
                 g_z = np.where(big, np.sign(lse)[..., None] * np.exp((x - lse[..., None]) + lk), g_z)
         if reduction == "mean":
-            g_ce = g_ce / r["denom"]
+            g_ce = g_ce / r["denom"] if r["denom"] else g_ce * np.nan  # as the loss: NaN
         grad = np.where(counted[..., None], (g_ce + g_z) * r["chain"], 0.0)
     grad = np.moveaxis(grad, -1, r["axis"]).astype(grad_dtype)
     if grad_out is not None:

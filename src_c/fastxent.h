@@ -80,6 +80,10 @@ int fx_xent_sum_float16(const fx_rows *x, const int64_t *target, int64_t ignore_
 int fx_xent_sum_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
                          double *total, int n_threads);
 
+/* *total = the sum of a[0..n) in the order fx_xent_sum adds its losses (so that a sum
+ * of per-row losses equals fx_xent_sum's over the same rows, bitwise).  0, or -1 out of memory. */
+int fx_sum_losses(const double *a, int64_t n, double *total);
+
 /* Options of the full cross-entropy kernel (PyTorch's and Liger's meaning):
  * loss[r] = g (lse - x'[t]) + sum_c coef_c (lse - x'_c), with x' = softcap * tanh(x / softcap)
  * (or x), g = (1 - eps) w[t] for class-index targets (0 for probability targets) and

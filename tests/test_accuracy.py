@@ -2,6 +2,8 @@
 log-sum-exp is within 2 ulp of the float32 rounding of the float64 reference, for V up
 to 256k, on every ISA; 16-bit inputs are compared with the reference on the same values
 widened to float64."""
+import math
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,121 @@ def test_16bit_inputs_match_the_widened_reference(isa, dtype, vocab):
     ref = reference.cross_entropy(wide, t, reduction="none")
     lse32 = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     assert np.all(np.abs(ce - ref) <= 2 * np.spacing(np.abs(ref).astype(np.float32)) + 2 * lse32)
+
+
+# ---- one dominant logit in short rows (issue 13, item 1) ------------------------------------
+# log(sum exp(x - max)) = log1p(rest) with rest ~ e^-20..e^-40: the loss of a target at the max
+# and log_softmax at the max ARE that tiny value, so an absolute error bound on the log1p is
+# no bound at all (it used to give 0 for [0, -40]).  The logits lie on a grid of 1/256, so
+# that x - max is exact in float32 (also after rounding to float16/bfloat16): the float64
+# reference is then the exact answer for the given values, and every path must be within
+# 2 ulp of its float32 rounding.
+
+DOMINANT_VOCABS = list(range(1, 71))
+
+
+def _dtype(name):
+    if name == "bfloat16":
+        return pytest.importorskip("ml_dtypes").bfloat16
+    return np.dtype(name)
+
+
+def _dominant_short(rng, n_rows, vocab, dt):
+    """Rows of one max (on the 1/256 grid in [-8, 8]) and the rest 20-40 below it; the
+    max's column per row, and the values as given to the kernels and widened to float64."""
+    m = np.round(rng.uniform(-8, 8, n_rows) * 256) / 256
+    m[:2] = 0.0  # lse itself is then the tiny value
+    x = m[:, None] - np.round(rng.uniform(20, 40, (n_rows, vocab)) * 256) / 256
+    top = rng.integers(0, vocab, n_rows)
+    x[np.arange(n_rows), top] = m
+    x = x.astype(dt)
+    return x, top, x.astype(np.float64)
+
+
+def _within_2ulp(got, exact):
+    got = np.asarray(got)
+    assert got.dtype == np.float32
+    u = _ulps(got, np.asarray(exact, dtype=np.float64))
+    assert u.max() <= 2.0, (float(u.max()), np.argmax(u), got.ravel()[np.argmax(u)],
+                            np.asarray(exact).ravel()[np.argmax(u)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_issue_examples_keep_the_tiny_log1p(isa, dtype):
+    dt = _dtype(dtype)
+    want = np.float32(math.log1p(math.exp(-40.0)))  # 4.248354e-18
+    _within_2ulp(np.asarray(fastxent.logsumexp(np.array([0.0, -40.0], dt))), want)
+    _within_2ulp(np.asarray(fastxent.logsumexp(np.array([0.0, -30.0], dt))), math.log1p(math.exp(-30.0)))
+    _within_2ulp(fastxent.cross_entropy(np.array([[100.0, 60.0]], dt), [0], reduction="none"), [want])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("vocab", DOMINANT_VOCABS)
+def test_dominant_short_rows_within_two_ulp(isa, dtype, vocab):
+    """logsumexp, log_softmax at the max and the loss with the target at / off the max, on
+    the lane path (V <= 64) and the block path (V >= 65), per row, several draws."""
+    dt = _dtype(dtype)
+    rng = np.random.default_rng(1000 + vocab)
+    n_rows = 67  # groups of lanes and a partial last group
+    x, top, wide = _dominant_short(rng, n_rows, vocab, dt)
+    _within_2ulp(fastxent.logsumexp(x, axis=-1), reference.logsumexp(wide, axis=-1))
+    ls = fastxent.log_softmax(x, axis=-1)
+    _within_2ulp(ls[np.arange(n_rows), top], reference.log_softmax(wide, axis=-1)[np.arange(n_rows), top])
+    off = (top + 1 + rng.integers(0, max(vocab - 1, 1), n_rows)) % vocab
+    for t in (top, off):
+        want = reference.cross_entropy(wide, t, reduction="none")
+        _within_2ulp(fastxent.cross_entropy(x, t, reduction="none"), want)
+        got, g = fastxent.cross_entropy(x, t, reduction="none", return_grad=True)
+        _within_2ulp(got, want)
+        # the gradient at the target: p_t - 1, tiny where the target is the max
+        gw = reference.cross_entropy(wide, t, reduction="none", return_grad=True)[1]
+        _within_2ulp(g[np.arange(n_rows), t], gw[np.arange(n_rows), t])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("vocab", [2, 10, 64, 65])
+@pytest.mark.parametrize("opts", [dict(weight="w"), dict(label_smoothing=0.1), dict(z_loss=1e-4),
+                                  dict(weight="w", label_smoothing=0.05, z_loss=1e-4)],
+                         ids=["weight", "smoothing", "z_loss", "all"])
+def test_dominant_short_rows_options_path_within_two_ulp(isa, dtype, vocab, opts):
+    dt = _dtype(dtype)
+    rng = np.random.default_rng(vocab)
+    x, top, wide = _dominant_short(rng, 67, vocab, dt)
+    if opts.get("weight") == "w":
+        opts = dict(opts, weight=(np.round(rng.uniform(0.5, 2.0, vocab) * 64) / 64).astype(np.float32))
+    want = reference.cross_entropy(wide, top, reduction="none", **opts)
+    _within_2ulp(fastxent.cross_entropy(x, top, reduction="none", **opts), want)
+    _within_2ulp(fastxent.cross_entropy(x, top, reduction="none", return_grad=True, **opts)[0], want)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_dominant_long_row_split_path_within_two_ulp(isa, n_threads):
+    """One row of 3 blocks (the split path with 2 threads): lse = log1p(rest) at max 0."""
+    rng = np.random.default_rng(5)
+    x, top, wide = _dominant_short(rng, 1, 3 * fastxent._core.BLOCK + 5, np.float32)
+    assert x[0, top[0]] == 0.0
+    _within_2ulp(fastxent.logsumexp(x, axis=-1, n_threads=n_threads), reference.logsumexp(wide, axis=-1))
+    _within_2ulp(fastxent.cross_entropy(x, top, reduction="none", n_threads=n_threads),
+                 reference.cross_entropy(wide, top, reduction="none"))
+
+
+def _exact_lse64(row):
+    """log-sum-exp of a float64 row whose differences to its max are exact: the sum of the
+    exps by math.fsum (each exp within 1 ulp) and math.log1p."""
+    m = float(np.max(row))
+    rest = [math.exp(v - m) for v in row.tolist()]
+    rest.remove(1.0)
+    return m + math.log1p(math.fsum(rest)), math.log1p(math.fsum(rest))
+
+
+@pytest.mark.parametrize("vocab", [2, 3, 10, 33, 64, 65, 70])
+def test_float64_dominant_short_rows_within_a_few_ulp(isa, vocab):
+    rng = np.random.default_rng(64 + vocab)
+    x, top, _ = _dominant_short(rng, 19, vocab, np.float64)
+    lse = np.array([_exact_lse64(r)[0] for r in x])
+    tiny = np.array([_exact_lse64(r)[1] for r in x])
+    ulp = lambda got, want: np.abs(got - want) / np.spacing(np.abs(want))  # noqa: E731
+    assert ulp(fastxent.logsumexp(x, axis=-1), lse).max() <= 4
+    assert ulp(fastxent.cross_entropy(x, top, reduction="none"), tiny).max() <= 4
+    assert ulp(fastxent.cross_entropy(x, top, reduction="none", return_grad=True)[0], tiny).max() <= 4
+    assert ulp(-fastxent.log_softmax(x, axis=-1)[np.arange(19), top], tiny).max() <= 4

@@ -5,6 +5,7 @@ tests/make_torch_golden.py)."""
 
 import json
 import pathlib
+import zlib
 
 import numpy as np
 import pytest
@@ -293,3 +294,57 @@ def test_matches_pytorch(fx, impl):
                                    atol=1e-15 * np.max(np.abs(want_loss)), err_msg=msg)
         np.testing.assert_allclose(grad, want_grad, rtol=1e-12,
                                    atol=1e-15 * np.max(np.abs(want_grad)), err_msg=msg)
+
+
+# --------------------------------------------------------------------------- the same loss with its gradient
+# (issue 13, item 5) cross_entropy(x, t, **opts) and cross_entropy(x, t, return_grad=True, **opts)[0]
+# are bitwise equal: short rows take one summation order (the lane order of the plain kernel) and
+# one log1p on every path, and "sum"/"mean" add the per-row losses in the plain kernel's order.
+# The shapes: short rows (lane path, groups with a partial tail), the 64/65 boundary, a row
+# over blocks, and one long row (the split path with 2+ threads); rows x V >= 32768 so threads start.
+BITWISE_SHAPES = [(5000, 1), (5000, 7), (700, 64), (700, 65), (40, 1000), (1, 9000)]
+BITWISE_OPTS = {
+    "plain": {}, "ignore": dict(ignore=True), "weight": dict(weight=True),
+    "smooth": dict(label_smoothing=0.1), "z": dict(z_loss=1e-3), "softcap": dict(softcap=5.0),
+    "prob": dict(prob=True), "prob_weight_smooth": dict(prob=True, weight=True, label_smoothing=0.2),
+    "all": dict(ignore=True, weight=True, label_smoothing=0.1, z_loss=0.02, softcap=5.0),
+}
+
+
+def _bitwise_case(rng, shape, dtype, name):
+    rows, n = shape
+    x = rng.standard_normal(shape) * 3
+    x[: rows // 3] -= 30 * (np.arange(n) != 0)  # dominant rows: the tiny log1p
+    x[rows // 3: rows // 3 + 3, : min(n, 4)] = 2.5  # ties at the max
+    x = x.astype(dtype)
+    opts = dict(BITWISE_OPTS[name])
+    if opts.pop("weight", False):
+        opts["weight"] = rng.uniform(0.25, 2.0, n)
+    if opts.pop("prob", False):
+        t = probs_like(rng, shape, -1, result_dtype_of(x), zero_frac=0.2)
+    else:
+        t = rng.integers(0, n, rows)
+        if opts.pop("ignore", False):
+            t[rng.random(rows) < 0.2] = -100
+    return x, t, opts
+
+
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("shape", BITWISE_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64] + float16_dtypes(), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", list(BITWISE_OPTS))
+def test_loss_with_gradient_is_bitwise_the_loss(fx, isa, shape, dtype, name):
+    rng = np.random.default_rng(zlib.crc32(repr((shape, name)).encode()))
+    x, t, opts = _bitwise_case(rng, shape, dtype, name)
+    for reduction in REDUCTIONS:
+        base = fx.cross_entropy(x, t, reduction=reduction, n_threads=1, **opts)
+        for n_threads in THREADS:
+            alone = fx.cross_entropy(x, t, reduction=reduction, n_threads=n_threads, **opts)
+            with_grad = fx.cross_entropy(x, t, reduction=reduction, n_threads=n_threads,
+                                         return_grad=True, **opts)[0]
+            assert _same_bits(alone, base), (reduction, n_threads, "n_threads changes the loss")
+            assert _same_bits(with_grad, base), (reduction, n_threads, alone, with_grad)

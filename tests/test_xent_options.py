@@ -553,3 +553,41 @@ def test_bfloat16_class_weights_reproduction():
     a = fastxent.cross_entropy(x, t, weight=w, return_grad=True)
     b = fastxent.cross_entropy(x, t, weight=w.astype(np.float32), return_grad=True)
     assert a[0] == b[0] and np.array_equal(a[1], b[1])
+
+
+# --------------------------------------------------------------------------- "mean" over nothing to divide by
+# (issue 13, item 4) PyTorch's mean is sum(w_t * loss) / sum(w_t): NaN when the counted targets'
+# weights sum to 0, whatever label smoothing, z-loss or softcap add (its nll part is 0 / 0);
+# label smoothing used to make it +inf.
+ZERO_DENOM_OPTS = [dict(), dict(label_smoothing=0.1), dict(label_smoothing=1.0),
+                   dict(label_smoothing=0.1, z_loss=1e-3), dict(label_smoothing=0.1, softcap=5.0),
+                   dict(z_loss=0.1, softcap=3.0)]
+
+
+@pytest.mark.parametrize("opts", ZERO_DENOM_OPTS, ids=lambda o: ",".join(o) or "none")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mean_over_zero_total_weight_is_nan(fx, rng, opts, dtype):
+    x = logits_like(rng, (2, 2), dtype)
+    for target, w in (([1, 1], [1.0, 0.0]), ([1, -100], [1.0, 0.0]), ([-100, -100], [1.0, 1.0])):
+        for impl in (fx, reference):
+            loss = impl.cross_entropy(x, target, weight=w, **opts)
+            assert np.isnan(loss), (impl.__name__, target, opts, loss)
+            loss, grad = impl.cross_entropy(x, target, weight=w, return_grad=True, **opts)
+            assert np.isnan(loss)
+            assert np.isnan(grad[np.asarray(target) != -100]).all()
+        # the other reductions are finite (the zero-weight positions count 0 + the smoothing part)
+        for reduction in ("sum", "none"):
+            got = fx.cross_entropy(x, target, weight=w, reduction=reduction, **opts)
+            want = reference.cross_entropy(widen(x), target, weight=w, reduction=reduction, **opts)
+            assert np.all(np.isfinite(got))
+            np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("opts", [dict(label_smoothing=0.1), dict(z_loss=1e-3, softcap=5.0)],
+                         ids=["smooth", "z_softcap"])
+def test_mean_over_no_rows_is_nan(fx, opts):
+    """Nothing to divide by with probability targets either (no rows)."""
+    x = np.zeros((0, 3), np.float32)
+    for impl in (fx, reference):
+        assert np.isnan(impl.cross_entropy(x, np.zeros((0, 3), np.float32), **opts))
+        assert np.isnan(impl.cross_entropy(x, np.zeros(0, np.int64), weight=[1.0, 1.0, 1.0], **opts))
