@@ -73,7 +73,6 @@ from fastxent import reference
 from conftest import (EPS32, EPS64, assert_log_close, assert_prob_close, assert_result_type, assert_within,
                       row_scale, widen, xent_bounds)
 
-PINNED_TORCH = "2.13.0"
 if os.environ.get("FASTXENT_REQUIRE_TORCH") == "1":
     import torch
     from torch.testing._internal.common_methods_invocations import op_db
@@ -87,8 +86,6 @@ else:
         pytest.skip(f"torch.testing._internal does not import ({exc}); `pip install expecttest`",
                     allow_module_level=True)
 import torch.nn.functional as F  # noqa: E402
-
-PINNED = torch.__version__.split("+")[0] == PINNED_TORCH
 
 try:
     import ml_dtypes
@@ -443,55 +440,6 @@ def _weight_negative(case):
     return case.weight is not None and bool((case.weight < 0).any())
 
 
-def _bf16_weight(case):
-    return case.weight is not None and case.weight.dtype == torch.bfloat16
-
-
-# The samples whose loss with return_grad=True is not bitwise the loss without it (issue 13
-# item 5), with torch 2.13.0's samples (keys name the sample's index in its group).
-SAME_LOSS_ITEM5 = frozenset({
-    *(f"edge/{d}/{n}" for d in ("float32", "float64", "float16", "bfloat16")
-      for n in ("neg_inf_target", "all_neg_inf_row", "pos_inf", "nan", "huge")),
-    "nn.CrossEntropyLoss/bfloat16/70:4d__none", "nn.CrossEntropyLoss/bfloat16/71:3d__none",
-    "nn.CrossEntropyLoss/bfloat16/73:higher_dim__none",
-    "nn.CrossEntropyLoss/bfloat16/88:4d_ignore_index_none",
-    "nn.CrossEntropyLoss/bfloat16/91:higher_dim_ignore_index_none",
-    "nn.CrossEntropyLoss/float16/8:no_batch_dim__mean", "nn.CrossEntropyLoss/float16/70:4d__none",
-    "nn.CrossEntropyLoss/float16/73:higher_dim__none",
-    "nn.CrossEntropyLoss/float16/88:4d_ignore_index_none",
-    "nn.CrossEntropyLoss/float16/89:3d_ignore_index_none",
-    "nn.CrossEntropyLoss/float16/91:higher_dim_ignore_index_none",
-    "nn.CrossEntropyLoss/float32/70:4d__none", "nn.CrossEntropyLoss/float32/71:3d__none",
-    "nn.CrossEntropyLoss/float32/73:higher_dim__none",
-    "nn.CrossEntropyLoss/float32/88:4d_ignore_index_none",
-    "nn.CrossEntropyLoss/float32/91:higher_dim_ignore_index_none",
-    "nn.CrossEntropyLoss/float64/3:higher_dim__mean",
-    "nn.CrossEntropyLoss/float64/18:4d_ignore_index_mean",
-    "nn.CrossEntropyLoss/float64/21:higher_dim_ignore_index_mean",
-    "nn.CrossEntropyLoss/float64/35:4d__sum", "nn.CrossEntropyLoss/float64/43:no_batch_dim__sum",
-    "nn.CrossEntropyLoss/float64/53:4d_ignore_index_sum", "nn.CrossEntropyLoss/float64/70:4d__none",
-    "nn.CrossEntropyLoss/float64/71:3d__none", "nn.CrossEntropyLoss/float64/73:higher_dim__none",
-    "nn.CrossEntropyLoss/float64/88:4d_ignore_index_none",
-    "nn.CrossEntropyLoss/float64/91:higher_dim_ignore_index_none",
-    "nn.NLLLoss/bfloat16/8:reduction_none", "nn.NLLLoss/bfloat16/9:nd_reduction_none",
-    "nn.NLLLoss/bfloat16/10:higher_dim_reduction_none", "nn.NLLLoss/float16/8:reduction_none",
-    "nn.NLLLoss/float16/9:nd_reduction_none", "nn.NLLLoss/float16/10:higher_dim_reduction_none",
-    "nn.NLLLoss/float32/8:reduction_none", "nn.NLLLoss/float32/9:nd_reduction_none",
-    "nn.NLLLoss/float32/10:higher_dim_reduction_none", "nn.NLLLoss/float64/1:nd_",
-    "nn.NLLLoss/float64/4:reduction_sum", "nn.NLLLoss/float64/5:nd_reduction_sum",
-    "nn.NLLLoss/float64/7:3d_reduction_sum", "nn.NLLLoss/float64/8:reduction_none",
-    "nn.NLLLoss/float64/9:nd_reduction_none", "nn.NLLLoss/float64/10:higher_dim_reduction_none",
-    "nn.NLLLoss/float64/11:3d_reduction_none", "nn.NLLLoss/float64/12:ignore_index",
-    "nn.NLLLoss/float64/13:nd_ignore_index", "nn.functional.cross_entropy/float64/6",
-    "nn.functional.cross_entropy/float64/12", "nn.functional.nll_loss/bfloat16/4",
-    "nn.functional.nll_loss/bfloat16/14", "nn.functional.nll_loss/bfloat16/18",
-    "nn.functional.nll_loss/float16/4", "nn.functional.nll_loss/float16/11",
-    "nn.functional.nll_loss/float16/31", "nn.functional.nll_loss/float16/50",
-    "nn.functional.nll_loss/float64/0", "nn.functional.nll_loss/float64/14",
-    "nn.functional.nll_loss/float64/18",
-})
-
-
 @dataclasses.dataclass
 class Documented:
     tag: str
@@ -501,13 +449,8 @@ class Documented:
     message: str = ""              # a regex the "call" message must match (when "call" is listed)
 
 
-# First match wins, per check: after the item 3 fix, NEGATIVE_WEIGHT takes over bfloat16 samples.
+# First match wins, per check.
 DOCUMENTED = [
-    Documented(
-        "item 3", "bfloat16 class weights are refused (issue 13 item 3, being fixed on another "
-        "branch): every floating argument should accept every logits dtype",
-        lambda c: _bf16_weight(c), ("call",),
-        r"TypeError: `weight` must be a real array, got dtype bfloat16"),
     Documented(
         "NEGATIVE_WEIGHT", "fastxent refuses negative class weights (README: finite and >= 0; "
         "torch computes with them, and its 'mean' divides by their possibly negative or zero "
@@ -519,11 +462,6 @@ DOCUMENTED = [
         "scipy.special.logsumexp does (fastxent.logsumexp is SciPy's drop-in); torch keeps 0-d",
         lambda c: c.kind == "lse" and c.x.ndim == 0 and c.keepdim, ("type",)),
     Documented(
-        "item 4", "'mean' over a zero total weight with label_smoothing gives +inf (issue 13 "
-        "item 4, being fixed on another branch; the reference has it too): torch and the README "
-        "say NaN",
-        lambda c: c.key.endswith("/zero_total_weight_smoothing"), ("oracle", "torch", "reference")),
-    Documented(
         "PLUS_INF", "a +inf logit: fastxent's loss is +inf (README special-value table: each "
         "class with a nonzero coefficient adds coef * (+inf - x_c)), torch's is NaN (its "
         "log_softmax row is NaN); the gradient row is NaN in both",
@@ -533,10 +471,6 @@ DOCUMENTED = [
         "nothing for it (README: a term whose coefficient is 0 contributes 0), torch gives NaN "
         "(0 * -inf)",
         lambda c: c.key.endswith("/neg_inf_zero_probability"), ("oracle", "torch", "reference")),
-    Documented(
-        "item 5", "the loss returned with return_grad=True differs from the loss without it by "
-        "1-3 ulp (issue 13 item 5, being fixed on another branch): they should be bitwise equal",
-        lambda c: c.key in SAME_LOSS_ITEM5, ("same_loss",)),
 ]
 
 
@@ -581,9 +515,6 @@ def test_torch_samples(source, name, variant, kind, dname):
         expected = expected_failures(case)
         if "call" in failed:  # no other check ran
             expected = {k: v for k, v in expected.items() if k == "call"}
-        if not PINNED:  # the item 5 entries name samples of torch 2.13.0
-            failed.pop("same_loss", None)
-            expected.pop("same_loss", None)
         for check in sorted(set(failed) | set(expected)):
             doc = expected.get(check)
             if check in failed and doc is None:
