@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import as_rows, float_dtype, result_dtype
+from ._arrays import as_rows, asarray, float_dtype, result_dtype, to_dtype
 from ._config import resolve_n_threads
 from .losses import _check_ignore_index, _check_target, _class_axis
 from .typing import EvaluatorReport
@@ -45,7 +45,7 @@ _B = TypeVar("_B")
 
 # --------------------------------------------------------------------------- validation
 def _logits(x, name: str) -> np.ndarray:
-    a = np.asarray(x)
+    a = asarray(x, name, keep_bf16=True)
     kdt = float_dtype(a.dtype, name, promote_int=False)
     if a.dtype != kdt or not a.dtype.isnative:
         a = a.astype(kdt)
@@ -54,13 +54,13 @@ def _logits(x, name: str) -> np.ndarray:
 
 def _ref_like(ref, x: np.ndarray, name: str, other: str) -> np.ndarray:
     """`ref` with the shape of `x`, converted (one copy) to x's dtype when it differs."""
-    r = np.asarray(ref)
+    r = asarray(ref, name, keep_bf16=True)
     if r.shape != x.shape:
         raise ValueError(f"`{name}` has shape {r.shape} but `{other}` has shape {x.shape}; "
                          "they must be equal")
     float_dtype(r.dtype, name, promote_int=False)  # TypeError for unsupported dtypes
     if r.dtype != x.dtype or not r.dtype.isnative:
-        r = r.astype(x.dtype)
+        r = to_dtype(r, x.dtype)
     return r
 
 
@@ -320,7 +320,7 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: SupportsInd
                          "they must be equal")
     if p.dtype != q.dtype:
         common = np.dtype(np.float64 if np.float64 in (p.dtype, q.dtype) else np.float32)
-        p, q = p.astype(common, copy=False), q.astype(common, copy=False)
+        p, q = to_dtype(p, common), to_dtype(q, common)
     ax = _class_axis(axis, q.ndim)
     qbase, qlayout, batch, _ = as_rows(q, (ax,))
     pbase, playout, _, _ = as_rows(p, (ax,))

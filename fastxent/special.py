@@ -7,7 +7,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import (as_float_array, as_rows, float_dtype, is_bfloat16, normalize_axes, result_dtype,
+from ._arrays import (as_float_array, as_rows, asarray, float_dtype, is_bfloat16, normalize_axes, result_dtype,
                       strided_layout)
 from ._config import resolve_n_threads
 
@@ -118,10 +118,10 @@ def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keep
     (np.float64(1.54132485461291...), np.float64(-1.0))
     """
     nt = resolve_n_threads(n_threads)
-    a_raw, a = a, np.asarray(a)
+    a_raw, a = a, asarray(a, "a", keep_bf16=b is None)
     kdt = float_dtype(a.dtype, "a")
     if b is not None:
-        b_raw, b = b, np.asarray(b)
+        b_raw, b = b, asarray(b, "b")
         float_dtype(b.dtype, "b")
         # the weighted kernel reads `a` converted to the result dtype (float32 or float64), as
         # SciPy converts it (exactly, except int64 beyond 2**53 as in SciPy)
@@ -202,7 +202,7 @@ def _rows_like(b: np.ndarray, axes) -> np.ndarray:
 
 def _softmax(x, axis, log: bool, n_threads):
     nt = resolve_n_threads(n_threads)
-    x = np.asarray(x)
+    x = asarray(x, "x", keep_bf16=True)
     scalar = x.ndim == 0
     x = as_float_array(np.atleast_1d(x), "x")
     dt = result_dtype(x.dtype)
