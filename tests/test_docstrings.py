@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 MODULES = ["fastxent.special", "fastxent.losses", "fastxent.evaluate", "fastxent._config",
-           "fastxent.dask"]
+           "fastxent.dask", "fastxent.torch"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     if name == "fastxent.dask":
         pytest.importorskip("dask.array")
+    if name == "fastxent.torch":
+        pytest.importorskip("torch")
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     tests = [t for t in finder.find(module, name, globs={"np": np}) if t.examples]
