@@ -22,8 +22,70 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def is_bfloat16(dtype: np.dtype) -> bool:
-    """The ml_dtypes bfloat16 dtype, recognised without importing ml_dtypes."""
-    return dtype.name == "bfloat16" and dtype.itemsize == 2
+    """The ml_dtypes bfloat16 dtype, recognised without importing ml_dtypes (or BF16_RAW)."""
+    return (dtype.name == "bfloat16" and dtype.itemsize == 2) or _is_raw(dtype)
+
+
+#: bfloat16 read over DLPack when ml_dtypes is not installed: uint16 storage the kernels read
+#: as bfloat16 (a dtype that NumPy's own operations treat as uint16)
+BF16_RAW = np.dtype(np.uint16, metadata={"fastxent": "bfloat16"})
+_bf16: Optional[np.dtype] = None
+
+
+def _bfloat16_dtype() -> np.dtype:
+    global _bf16
+    if _bf16 is None:
+        try:
+            import ml_dtypes
+            _bf16 = np.dtype(ml_dtypes.bfloat16)
+        except ImportError:
+            _bf16 = BF16_RAW
+    return _bf16
+
+
+def from_dlpack_if_needed(x: Any, name: str) -> Any:
+    """`x` as a zero-copy ndarray view when it is a DLPack producer that is not an ndarray.
+
+    Torch tensors, JAX arrays and the like go through DLPack (bfloat16 included, whether or
+    not ml_dtypes is installed); a torch tensor that requires grad is read through
+    ``detach()`` (its values, not its graph).  Anything else is returned unchanged.
+    """
+    if isinstance(x, np.ndarray) or not hasattr(type(x), "__dlpack__"):
+        return x
+    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
+        x = x.detach()
+    from . import _core
+
+    a, bf16 = _core.dlpack_view(x, name)
+    return a.view(_bfloat16_dtype()) if bf16 else a
+
+
+def asarray(x: Any, name: str, keep_bf16: bool = False) -> np.ndarray:
+    """np.asarray(x), reading DLPack producers (torch, JAX) zero-copy first.
+
+    Raw bfloat16 storage (BF16_RAW: no ml_dtypes) is widened to float32 unless `keep_bf16`
+    (the callers whose kernels read bfloat16 directly: logits)."""
+    a = np.asarray(from_dlpack_if_needed(x, name))
+    return a if keep_bf16 else to_dtype(a, None)
+
+
+def _is_raw(dtype: np.dtype) -> bool:
+    return dtype.name == "uint16" and dtype.metadata is not None and dtype.metadata.get("fastxent") == "bfloat16"
+
+
+def to_dtype(a: np.ndarray, dtype: Optional[np.dtype]) -> np.ndarray:
+    """`a.astype(dtype)` that also converts BF16_RAW storage by value (None: BF16_RAW ->
+    float32, anything else unchanged)."""
+    if _is_raw(a.dtype):
+        a = (a.astype(np.uint32) << 16).view(np.float32)
+    if dtype is None or a.dtype == dtype:
+        return a
+    if _is_raw(dtype):  # round to nearest even, NaN kept NaN
+        bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+        out = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        out[np.isnan(a)] = 0x7FC0
+        return out.view(BF16_RAW)
+    return a.astype(dtype)
 
 
 def float_dtype(dtype: np.dtype, name: str, promote_int: bool = True) -> np.dtype:
@@ -32,6 +94,8 @@ def float_dtype(dtype: np.dtype, name: str, promote_int: bool = True) -> np.dtyp
     float32/float64/float16/bfloat16 as they are (native byte order); integers and
     bool -> float64 when `promote_int`; anything else is a TypeError naming `name`.
     """
+    if is_bfloat16(dtype):
+        return dtype
     if dtype.kind in "iub" and promote_int:
         return _F64
     if dtype.kind == "c":
@@ -55,7 +119,7 @@ def float_operand(x, name: str, dtype: np.dtype | None = None, promote_int: bool
     kernel reads them in (the result dtype, float32 or float64, into which every 16-bit
     value widens exactly); None returns the array in its own dtype.
     """
-    a = np.asarray(x)
+    a = asarray(x, name)             # DLPack producers too; raw bfloat16 widened to float32
     float_dtype(a.dtype, name, promote_int=promote_int)
     return a if dtype is None or a.dtype == dtype else a.astype(dtype)
 
@@ -103,7 +167,7 @@ def result_dtype(kernel_dtype: np.dtype) -> np.dtype:
 
 def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     """`x` as an ndarray of a supported dtype (no copy when it already is one)."""
-    a = np.asarray(x)
+    a = asarray(x, name, keep_bf16=True)
     want = float_dtype(a.dtype, name) if dtype is None else dtype
     if a.dtype != want or not a.dtype.isnative:
         a = a.astype(want)

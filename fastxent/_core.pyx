@@ -136,6 +136,8 @@ cdef int _code(cnp.ndarray x) except -1:
         return 2
     if name == "bfloat16" and x.dtype.itemsize == 2:
         return 3
+    if name == "uint16" and x.dtype.metadata is not None and x.dtype.metadata.get("fastxent") == "bfloat16":
+        return 3  # bfloat16 read over DLPack without ml_dtypes (fastxent._arrays.BF16_RAW)
     raise TypeError(f"internal: unsupported dtype {x.dtype}")
 
 
@@ -473,3 +475,149 @@ def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, 
             fx_token_stats_float16(&r, &o, n_threads)
         else:
             fx_token_stats_bfloat16(&r, &o, n_threads)
+
+
+# --------------------------------------------------------------------------- DLPack import
+# A zero-copy NumPy view of any CPU object exporting `__dlpack__` (torch, JAX, NumPy, ...),
+# read here because NumPy cannot import every DLPack tensor (bfloat16 before NumPy 2.5, the
+# versioned protocol before NumPy 2.1).  The DLPack structs as in dlpack.h (ABI v1.0).
+from cpython.pycapsule cimport PyCapsule_IsValid, PyCapsule_GetPointer, PyCapsule_SetName
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+import sys
+import numpy as np
+
+cdef extern from *:
+    """
+    typedef struct { int device_type; int32_t device_id; } fxdl_device;
+    typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; } fxdl_dtype;
+    typedef struct {
+        void *data; fxdl_device device; int32_t ndim; fxdl_dtype dtype;
+        int64_t *shape; int64_t *strides; uint64_t byte_offset;
+    } fxdl_tensor;
+    typedef struct fxdl_managed {
+        fxdl_tensor dl_tensor; void *manager_ctx; void (*deleter)(struct fxdl_managed *);
+    } fxdl_managed;
+    typedef struct { uint32_t major; uint32_t minor; } fxdl_version;
+    typedef struct fxdl_managed_v {
+        fxdl_version version; void *manager_ctx; void (*deleter)(struct fxdl_managed_v *);
+        uint64_t flags; fxdl_tensor dl_tensor;
+    } fxdl_managed_v;
+    static void fxdl_delete(void *m, int versioned) {
+        if (versioned) { fxdl_managed_v *v = (fxdl_managed_v *)m; if (v->deleter) v->deleter(v); }
+        else { fxdl_managed *t = (fxdl_managed *)m; if (t->deleter) t->deleter(t); }
+    }
+    """
+    ctypedef struct fxdl_device:
+        int device_type
+        int32_t device_id
+    ctypedef struct fxdl_dtype:
+        uint8_t code
+        uint8_t bits
+        uint16_t lanes
+    ctypedef struct fxdl_tensor:
+        void *data
+        fxdl_device device
+        int32_t ndim
+        fxdl_dtype dtype
+        int64_t *shape
+        int64_t *strides
+        uint64_t byte_offset
+    ctypedef struct fxdl_managed:
+        fxdl_tensor dl_tensor
+    ctypedef struct fxdl_version:
+        uint32_t major
+        uint32_t minor
+    ctypedef struct fxdl_managed_v:
+        fxdl_version version
+        uint64_t flags
+        fxdl_tensor dl_tensor
+    void fxdl_delete(void *m, int versioned)
+
+DLPACK_CPU = 1
+_DL_READ_ONLY = 1
+_DL_KINDS = {0: "i", 1: "u", 2: "f", 4: "bf", 6: "b"}  # kDLInt, kDLUInt, kDLFloat, kDLBfloat, kDLBool
+_DL_NAMES = {0: "int", 1: "uint", 2: "float", 3: "opaque handle", 4: "bfloat", 5: "complex", 6: "bool"}
+
+
+cdef class DLPackOwner:
+    """Owns one DLPack managed tensor: the base of the NumPy view over its memory, calling the
+    producer's deleter exactly once, when the last view dies."""
+    cdef void *_managed
+    cdef bint _versioned
+    cdef dict _iface
+
+    @property
+    def __array_interface__(self):
+        return self._iface
+
+    def __dealloc__(self):
+        if self._managed is not NULL:
+            fxdl_delete(self._managed, self._versioned)
+            self._managed = NULL
+
+
+def dlpack_view(obj, str name):
+    """A zero-copy view of `obj`'s DLPack tensor: (ndarray, is_bfloat16).
+
+    bfloat16 comes back as raw uint16 storage with is_bfloat16 True (the caller picks the
+    dtype); a read-only tensor gives a read-only array.  Non-CPU devices are a ValueError
+    naming `name` (nothing is imported, nothing is copied).
+    """
+    dev = obj.__dlpack_device__()
+    dev_type, dev_id = int(dev[0]), int(dev[1])
+    if dev_type != DLPACK_CPU:
+        raise ValueError(f"`{name}` is on a non-CPU device (DLPack device type {dev_type}, id {dev_id}); "
+                         "fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor)")
+    try:
+        cap = obj.__dlpack__(max_version=(1, 0))
+    except TypeError:  # a producer of the legacy protocol only
+        cap = obj.__dlpack__()
+    cdef void *m
+    cdef bint versioned
+    cdef fxdl_tensor *t
+    cdef fxdl_managed_v *mv
+    if PyCapsule_IsValid(cap, b"dltensor_versioned"):
+        m = PyCapsule_GetPointer(cap, b"dltensor_versioned")
+        versioned = True
+        PyCapsule_SetName(cap, b"used_dltensor_versioned")
+        mv = <fxdl_managed_v *>m
+        t = &mv.dl_tensor
+    elif PyCapsule_IsValid(cap, b"dltensor"):
+        m = PyCapsule_GetPointer(cap, b"dltensor")
+        versioned = False
+        PyCapsule_SetName(cap, b"used_dltensor")
+        t = &(<fxdl_managed *>m).dl_tensor
+    else:
+        raise TypeError(f"`{name}`.__dlpack__() did not return a DLPack capsule")
+    cdef DLPackOwner owner = DLPackOwner.__new__(DLPackOwner)
+    owner._managed = m  # from here on the deleter runs exactly once, when `owner` dies
+    owner._versioned = versioned
+    readonly = False
+    if versioned:
+        if mv.version.major != 1:
+            raise BufferError(f"`{name}` exports DLPack {mv.version.major}.{mv.version.minor}; "
+                              "fastxent reads version 1")
+        readonly = bool(mv.flags & _DL_READ_ONLY)
+    code, bits, lanes = t.dtype.code, t.dtype.bits, t.dtype.lanes
+    kind = _DL_KINDS.get(code)
+    if lanes != 1 or kind is None or bits % 8 or (kind == "bf" and bits != 16) or (kind == "b" and bits != 8):
+        raise TypeError(f"`{name}` has DLPack dtype {_DL_NAMES.get(code, code)}{bits}"
+                        f"{'' if lanes == 1 else f'x{lanes}'}, which fastxent does not read")
+    cdef int64_t item = bits // 8, i
+    cdef int nd = t.ndim
+    shape = tuple([t.shape[i] for i in range(nd)])
+    if t.strides is NULL:
+        strides = None  # C-contiguous
+    else:
+        strides = tuple([t.strides[i] * item for i in range(nd)])
+    cdef int64_t size = 1
+    for i in range(nd):
+        size *= t.shape[i]
+    bf16 = kind == "bf"
+    endian = "|" if item == 1 else ("<" if sys.byteorder == "little" else ">")
+    typestr = endian + ("u" if bf16 else ("b" if kind == "b" else kind)) + str(item)
+    if size == 0:
+        return np.empty(shape, dtype=typestr), bf16  # no memory to share (the pointer may be NULL)
+    owner._iface = {"version": 3, "shape": shape, "typestr": typestr, "strides": strides,
+                    "data": (<size_t>t.data + <size_t>t.byte_offset, readonly)}
+    return np.asarray(owner), bf16

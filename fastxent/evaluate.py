@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import as_rows, float_dtype, pair_dtype, result_dtype, row_blocks
+from ._arrays import as_rows, asarray, float_dtype, pair_dtype, result_dtype, row_blocks, to_dtype
 from ._config import resolve_n_threads
 from .losses import _check_ignore_index, _check_target, _class_axis
 from .typing import EvaluatorReport
@@ -45,7 +45,7 @@ _B = TypeVar("_B")
 
 # --------------------------------------------------------------------------- validation
 def _logits(x, name: str) -> np.ndarray:
-    a = np.asarray(x)
+    a = asarray(x, name, keep_bf16=True)
     kdt = float_dtype(a.dtype, name, promote_int=False)
     if a.dtype != kdt or not a.dtype.isnative:
         a = a.astype(kdt)
@@ -93,8 +93,8 @@ def _stats(x: np.ndarray, ax: int, t64, ignore_index: int, ref, out: dict, nt: i
     for idx in row_blocks(batch, xm.shape[-1], _WIDEN_ELEMS):
         idx = idx + (Ellipsis,)
         xc, rc = xm[idx], rm[idx]
-        xc = xc if xc.dtype == kdt else xc.astype(kdt)
-        rc = rc if rc.dtype == kdt else rc.astype(kdt)
+        xc = xc if xc.dtype == kdt else to_dtype(xc, kdt)
+        rc = rc if rc.dtype == kdt else to_dtype(rc, kdt)
         base, layout, _, _ = as_rows(xc, (xc.ndim - 1,))
         rbase, rlayout, _, _ = as_rows(rc, (rc.ndim - 1,))
         if layout[0] * layout[1] == 0:

@@ -8,7 +8,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import as_rows, float_dtype, float_operand, is_bfloat16, normalize_axes, result_dtype
+from ._arrays import (as_rows, asarray, float_dtype, float_operand, from_dlpack_if_needed, is_bfloat16,
+                      normalize_axes, result_dtype)
 from ._config import resolve_n_threads
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -19,7 +20,7 @@ _Loss = Union[_Float, _FloatArray]
 
 
 def _check_logits(logits) -> np.ndarray:
-    x = np.asarray(logits)
+    x = asarray(logits, "logits", keep_bf16=True)
     kdt = float_dtype(x.dtype, "logits", promote_int=False)
     if x.dtype != kdt or not x.dtype.isnative:
         x = x.astype(kdt)
@@ -42,7 +43,7 @@ def _class_axis(axis, ndim: int) -> int:
 
 def _check_target(target, logits: np.ndarray, ax: int, ignore_index: int):
     """Integer targets of the right shape and range, as contiguous int64 (plus the count)."""
-    t = np.asarray(target)
+    t = asarray(target, "target")
     if t.dtype.kind not in "iu":
         raise TypeError(f"`target` must hold integer class indices, got dtype {t.dtype}")
     expected = logits.shape[:ax] + logits.shape[ax + 1:]
@@ -129,6 +130,7 @@ def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
     """Check `grad_out` and return it with its row layout (no copy is ever made)."""
     from ._arrays import _layout
 
+    grad_out = from_dlpack_if_needed(grad_out, "grad_out")
     if not isinstance(grad_out, np.ndarray):
         raise TypeError(f"`grad_out` must be a NumPy array, got {type(grad_out).__name__}")
     if grad_out.shape != x.shape:
@@ -367,7 +369,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
     cap = 0.0 if softcap is None else _check_scalar(softcap, "softcap", 0.0, lo_open=True)
     if grad_out is not None and not return_grad:
         raise ValueError("`grad_out` is given but `return_grad` is False")
-    t_arr = np.asarray(target)
+    t_arr = asarray(target, "target")
     plain = (weight is None and eps == 0.0 and zc == 0.0 and cap == 0.0 and not return_grad
              and not return_z_loss and t_arr.dtype.kind in "iu")
     if plain:  # "sum"/"mean": the kernel sums the losses (no per-position array)
@@ -450,7 +452,7 @@ def _xent_parts(logits, target, *, axis=-1, weight=None, ignore_index=-100, labe
     ax = _class_axis(axis, x.ndim)
     rdt = result_dtype(x.dtype)
     w = _check_weight(weight, x.shape[ax], rdt)
-    t_arr = np.asarray(target)
+    t_arr = asarray(target, "target")
     if t_arr.dtype.kind not in "iu":
         raise TypeError(f"`target` must hold integer class indices, got dtype {t_arr.dtype}")
     t64, counted = _check_target(t_arr, x, ax, ignore_index)

@@ -7,8 +7,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import (as_float_array, as_rows, float_dtype, float_operand, is_bfloat16, normalize_axes,
-                      result_dtype, strided_layout)
+from ._arrays import (as_float_array, as_rows, asarray, float_dtype, float_operand, is_bfloat16,
+                      normalize_axes, result_dtype, strided_layout)
 from ._config import resolve_n_threads
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -118,7 +118,7 @@ def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keep
     (np.float64(1.54132485461291...), np.float64(-1.0))
     """
     nt = resolve_n_threads(n_threads)
-    a_raw, a = a, np.asarray(a)
+    a_raw, a = a, asarray(a, "a", keep_bf16=b is None)
     kdt = float_dtype(a.dtype, "a")
     if b is not None:
         b_raw, b = b, float_operand(b, "b")
@@ -201,7 +201,7 @@ def _rows_like(b: np.ndarray, axes) -> np.ndarray:
 
 def _softmax(x, axis, log: bool, n_threads):
     nt = resolve_n_threads(n_threads)
-    x = np.asarray(x)
+    x = asarray(x, "x", keep_bf16=True)
     scalar = x.ndim == 0
     x = as_float_array(np.atleast_1d(x), "x")
     dt = result_dtype(x.dtype)

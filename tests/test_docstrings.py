@@ -32,13 +32,15 @@ class _NumPy1Checker(doctest.OutputChecker):
 CHECKER = _NumPy1Checker() if np.lib.NumpyVersion(np.__version__) < "2.0.0" else None
 
 MODULES = ["fastxent.special", "fastxent.losses", "fastxent.evaluate", "fastxent._config",
-           "fastxent.dask"]
+           "fastxent.dask", "fastxent.torch"]
 
 
 def _module(name):
     if name == "fastxent.dask":
         pytest.importorskip("dask.array")
         pytest.importorskip("distributed")
+    if name == "fastxent.torch":
+        pytest.importorskip("torch")
     return importlib.import_module(name)
 
 

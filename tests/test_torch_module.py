@@ -1,0 +1,196 @@
+"""fastxent.torch: PyTorch's cross_entropy conventions, autograd, torch.compile (needs torch)."""
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+import fastxent.torch as fxt  # noqa: E402
+
+
+def _case(shape, n_classes_dim=1, seed=0, dtype=torch.float64, prob=False, ignore=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 2
+    C = shape[n_classes_dim] if len(shape) > 1 else shape[0]
+    if prob:
+        t = torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64), dim=1 if len(shape) > 1 else 0)
+    else:
+        tshape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+        t = torch.randint(0, C, tshape, generator=g)
+        if ignore and t.numel() > 1:
+            t.view(-1)[0] = -100
+    w = torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+    return x.to(dtype), t, w
+
+
+OPTIONS = [dict(), dict(weight=True), dict(label_smoothing=0.2), dict(weight=True, label_smoothing=0.1),
+           dict(ignore_index=1), dict(z_loss=1e-2), dict(softcap=3.0), dict(prob=True),
+           dict(prob=True, weight=True, label_smoothing=0.1)]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("shape", [(5, 7), (3, 6, 4), (6,)])
+def test_gradcheck_float64(shape, opts, reduction):
+    opts = dict(opts)
+    prob = opts.pop("prob", False)
+    x, t, w = _case(shape, prob=prob, ignore="ignore_index" not in opts)
+    if opts.pop("weight", False):
+        opts["weight"] = w
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: fxt.cross_entropy(x, t, reduction=reduction, **opts), (x,))
+
+
+def _parity_opts(opts, w):
+    opts = dict(opts)
+    prob = opts.pop("prob", False)
+    if opts.pop("weight", False):
+        opts["weight"] = w
+    return prob, opts
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", [o for o in OPTIONS if "z_loss" not in o and "softcap" not in o],
+                         ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("shape", [(64, 50), (4, 33, 9), (17,)])
+def test_matches_torch_float64(shape, opts, reduction):
+    """Same numbers as F.cross_entropy + autograd in float64 (1e-12 relative)."""
+    x, t, w = _case(shape, prob=opts.get("prob", False), ignore="ignore_index" not in opts)
+    prob, kw = _parity_opts(opts, w.double())
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    la, lb = fxt.cross_entropy(a, t, reduction=reduction, **kw), F.cross_entropy(b, t, reduction=reduction, **kw)
+    assert la.dtype == lb.dtype and la.shape == lb.shape
+    torch.testing.assert_close(la, lb, rtol=1e-12, atol=1e-12)
+    gout = torch.rand_like(la) + 0.5
+    (la * gout).sum().backward()
+    (lb * gout).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+# float32: both compute in float32 (fastxent with float64 totals); bf16/f16: fastxent rounds its
+# float32 result once, so it is within one unit in the last place of the float64 truth.
+TOL = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (2 ** -8, 2 ** -8), torch.float16: (2 ** -11, 2 ** -14)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_low_precision_against_float64_truth(dtype, reduction, smoothing):
+    x, t, w = _case((128, 300), dtype=dtype)
+    a = x.clone().requires_grad_()
+    la = fxt.cross_entropy(a, t, reduction=reduction, label_smoothing=smoothing)
+    assert la.dtype == dtype  # torch's result dtype
+    x64 = x.double().requires_grad_()
+    l64 = F.cross_entropy(x64, t, reduction=reduction, label_smoothing=smoothing)
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(la.double(), l64.detach(), rtol=rtol, atol=atol)
+    la.sum().backward()
+    l64.sum().backward()
+    assert a.grad.dtype == dtype
+    torch.testing.assert_close(a.grad.double(), x64.grad, rtol=rtol, atol=atol * float(x64.grad.abs().max()))
+    if dtype != torch.float32:  # and at least as close to the truth as PyTorch's own bf16/f16 result
+        b = x.clone().requires_grad_()
+        lb = F.cross_entropy(b, t, reduction=reduction, label_smoothing=smoothing)
+        assert (la.double() - l64).abs().max() <= (lb.double() - l64).abs().max() + 1e-12
+
+
+def test_class_dim_is_one_like_torch():
+    """The issue's case: (4, 16, 16) where fastxent.cross_entropy's axis -1 differs."""
+    x, t, _ = _case((4, 16, 16))
+    torch.testing.assert_close(fxt.cross_entropy(x, t), F.cross_entropy(x, t), rtol=1e-12, atol=0)
+
+
+def test_strided_causal_view_and_module():
+    x, t, w = _case((3, 9, 5), dtype=torch.float32)
+    xs = x.transpose(1, 2)[:, :, :-1]  # a (3, 5, 8) strided view: class dim 1, causal shift
+    ts = torch.randint(0, 5, (3, 8))
+    w = w[:5].float()
+    m = fxt.CrossEntropyLoss(weight=w, label_smoothing=0.1)
+    ref = torch.nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)
+    torch.testing.assert_close(m(xs, ts), ref(xs, ts), rtol=1e-5, atol=1e-6)
+
+
+def test_no_grad_keeps_no_gradient_and_backward_needs_it():
+    x, t, _ = _case((8, 5))
+    x.requires_grad_(True)
+    with torch.no_grad():
+        loss = fxt.cross_entropy(x, t)
+    assert loss.grad_fn is None
+    loss = fxt.cross_entropy(x.detach(), t)
+    assert loss.grad_fn is None and not loss.requires_grad
+
+
+def test_double_backward_is_a_clear_error():
+    x, t, _ = _case((8, 5))
+    x.requires_grad_(True)
+    loss = fxt.cross_entropy(x, t)
+    with pytest.raises(RuntimeError, match="does not support double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
+def test_errors():
+    x, t, _ = _case((8, 5))
+    with pytest.raises(ValueError, match="`reduction`"):
+        fxt.cross_entropy(x, t, reduction="avg")
+    with pytest.raises(TypeError, match="`input` and `target` must be torch tensors"):
+        fxt.cross_entropy(x.numpy(), t)
+    with pytest.raises(IndexError, match="`target` value 7"):
+        fxt.cross_entropy(x, torch.full((8,), 7))
+
+
+def test_compile_fullgraph():
+    x, t, _ = _case((16, 10), dtype=torch.float32)
+
+    def f(x, t):
+        return fxt.cross_entropy(x * 2.0, t, label_smoothing=0.1)
+
+    backends = ["inductor", "aot_eager"]
+    last = None
+    for backend in backends:
+        try:
+            torch._dynamo.reset()
+            cf = torch.compile(f, fullgraph=True, backend=backend)
+            a = x.clone().requires_grad_()
+            la = cf(a, t)
+            la.backward()
+            break
+        except Exception as e:  # inductor needs a C++ compiler: fall back to aot_eager
+            last = e
+    else:
+        pytest.fail(f"torch.compile failed with every backend: {last!r}")
+    b = x.clone().requires_grad_()
+    lb = f(b, t)
+    lb.backward()
+    torch.testing.assert_close(la, lb, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_training_loop_matches_torch_step_for_step():
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(256, 20, generator=g)
+    W_true = torch.randn(20, 7, generator=g)
+    y = (X @ W_true + 0.5 * torch.randn(256, 7, generator=g)).argmax(1)
+    curves = []
+    for loss_fn in (fxt.cross_entropy, F.cross_entropy):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(20, 7)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        curve = []
+        for step in range(200):
+            idx = torch.arange(step * 32, step * 32 + 32) % 256
+            loss = loss_fn(model(X[idx]), y[idx], label_smoothing=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            curve.append(loss.item())
+        curves.append(torch.tensor(curve))
+    assert curves[1][-20:].mean() < 0.6 * curves[1][:5].mean()  # it does learn
+    torch.testing.assert_close(curves[0], curves[1], rtol=1e-4, atol=1e-5)
+
+
+def test_importing_fastxent_does_not_import_torch_and_module_needs_it():
+    code = ("import sys, fastxent; assert 'torch' not in sys.modules; sys.modules['torch'] = None\n"
+            "try:\n    import fastxent.torch\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install torch" in out
