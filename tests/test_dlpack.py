@@ -28,6 +28,8 @@ class Producer:
             if max_version is not None:
                 raise TypeError("legacy producer: no max_version")
             return self.a.__dlpack__()
+        if max_version is None:  # the legacy call (fastxent's fallback; NumPy < 2.1 knows no max_version)
+            return self.a.__dlpack__()
         return self.a.__dlpack__(max_version=max_version)
 
     def __dlpack_device__(self):
