@@ -109,8 +109,34 @@ def _prepare(logits, target, ref_logits, axis):
 
 
 def _blocks(*arrays):
-    """Per-block Delayed objects of each array (None stays None), in the same row order."""
-    return [None if a is None else a.to_delayed().ravel().tolist() for a in arrays]
+    """Per-block Delayed objects of each array (None stays None), in the same row order.
+
+    The blocks keep the arrays' own, unoptimized graph (``optimize_graph=False``): every
+    graph built here is optimized once, by dask.array's optimizer, when it is computed
+    (`_scalar`) or before it is returned (`_optimized_delayed`).  Optimizing the inputs
+    twice (``to_delayed()``'s default, then again in a dask array) fuses an already fused
+    chain a second time, so that an input key such as ``('concatenate-...', 2, 0)``
+    became an alias of a differently named task depending on the graph around it; two
+    graphs over the same arrays then sent the scheduler different specs under one key
+    ("Detected different `run_spec`").
+    """
+    return [None if a is None else a.to_delayed(optimize_graph=False).ravel().tolist()
+            for a in arrays]
+
+
+def _optimized_delayed(value):
+    """`value` with its graph optimized as a dask array's graph is (see `_blocks`): a
+    Delayed result then holds the same specs under the input keys as the dask arrays
+    that the other functions of this module return (dask does not optimize a Delayed
+    graph again unless ``optimization.fuse.delayed`` is set)."""
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    key = value.key
+    graph = da.Array.__dask_optimize__(value.__dask_graph__(), [key])
+    layer = f"fastxent-{key}" if isinstance(key, str) else f"fastxent-{dask.base.tokenize(key)}"
+    return Delayed(key, HighLevelGraph.from_collections(layer, graph, dependencies=()),
+                   layer=layer)
 
 
 def _tree(parts, combine, split_every):
@@ -482,7 +508,7 @@ def evaluate(logits: da.Array, target: da.Array, ref_logits: da.Array | None = N
     f = dask.delayed(_eval_block, pure=True)
     parts = [f(xb, tb, rb, ii, bool(keep_per_token), n_threads) for xb, tb, rb in zip(xs, ts, rs)]
     total = _tree(parts, _eval_merge, split_every)
-    return dask.delayed(_eval_finish, pure=True)(total, bool(return_evaluator))
+    return _optimized_delayed(dask.delayed(_eval_finish, pure=True)(total, bool(return_evaluator)))
 
 
 # --------------------------------------------------------------------------- .npy shards

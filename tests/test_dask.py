@@ -269,3 +269,149 @@ def test_bfloat16_class_weights():
     w = (np.random.default_rng(2).random(V) + 0.5).astype(ml_dtypes.bfloat16)
     got = fxd.cross_entropy(X, T, weight=w).compute()
     assert got == fastxent.cross_entropy(x, t, weight=w.astype(np.float32))
+
+
+# --------------------------------------------------------------------------- task keys
+def _client_graph(coll):
+    """The optimized graph a client sends for `coll`, as a {key: spec} dict (dask < 2025:
+    ``collections_to_dsk``; later: the expression a `Client` builds)."""
+    base = dask.base
+    if hasattr(base, "collections_to_dsk"):
+        return dict(base.collections_to_dsk([coll], optimize_graph=True))
+    from dask._expr import FinalizeCompute
+    return dict(FinalizeCompute(base.collections_to_expr([coll], True)).optimize().__dask_graph__())
+
+
+def _key_inputs(tmp_path):
+    """Inputs of every kind: .npy shards (one chunk per file, several chunks per file),
+    from_array with several chunks and with one chunk, and classes on axis 0."""
+    x, r, t = _data(shape=(23, 5))
+    x, r, t = x.reshape(-1, V), r.reshape(-1, V), t.reshape(-1)       # 115 rows
+    for i, a in enumerate(range(0, 115, 40)):
+        np.save(tmp_path / f"logits_{i}.npy", x[a:a + 40])
+        np.save(tmp_path / f"ref_{i}.npy", r[a:a + 40])
+        np.save(tmp_path / f"target_{i}.npy", t[a:a + 40])
+    npy = lambda kind, **kw: fxd.from_npy(str(tmp_path / f"{kind}_*.npy"), **kw)  # noqa: E731
+    return x, r, t, {
+        "from_npy": (npy("logits"), npy("target"), npy("ref"), -1),
+        "from_npy_rows": (npy("logits", rows_per_chunk=16), npy("target", rows_per_chunk=16),
+                          npy("ref", rows_per_chunk=16), -1),
+        "from_array": (da.from_array(x, chunks=(30, -1)), da.from_array(t, chunks=30),
+                       da.from_array(r, chunks=(30, -1)), -1),
+        "one_chunk": (da.from_array(x, chunks=-1), da.from_array(t, chunks=-1),
+                      da.from_array(r, chunks=-1), -1),
+        "axis0": (da.from_array(np.ascontiguousarray(x.T), chunks=(-1, 30)),
+                  da.from_array(t, chunks=30), da.from_array(np.ascontiguousarray(r.T),
+                                                             chunks=(-1, 30)), 0),
+    }
+
+
+def _all_results(X, T, R, ax):
+    """Every lazy result of fastxent.dask over the same inputs."""
+    ts = fxd.token_stats(X, T, ref_logits=R, axis=ax)
+    return {"evaluate": fxd.evaluate(X, T, axis=ax),
+            "evaluate_ref": fxd.evaluate(X, T, R, axis=ax),
+            "evaluator": fxd.evaluate(X, T, axis=ax, return_evaluator=True, split_every=2),
+            "ce_mean": fxd.cross_entropy(X, T, axis=ax),
+            "ce_sum_opts": fxd.cross_entropy(X, T, axis=ax, reduction="sum", label_smoothing=0.1),
+            "ce_none": fxd.cross_entropy(X, T, axis=ax, reduction="none"),
+            "ppl": fxd.perplexity(X, T, axis=ax),
+            "ts_nll": ts.nll, "ts_kl": ts.kl}
+
+
+def test_graphs_send_one_spec_per_key(tmp_path):
+    """Issue 13 item 6: any two graphs built over the same arrays hold the same task under
+    every key they share (the dependencies are what distributed's scheduler compares; a
+    mismatch is its "Detected different `run_spec`" warning).  Before the fix the blocks
+    were optimized by ``to_delayed()`` and then again in dask-array results, so that
+    `evaluate` (a Delayed) and `cross_entropy` (a dask array) aliased the input key
+    ``('concatenate-...', i, 0)`` to differently named fused tasks."""
+    from dask.core import get_dependencies
+    _, _, _, inputs = _key_inputs(tmp_path)
+    for kind, (X, T, R, ax) in inputs.items():
+        graphs = {name: _client_graph(res) for name, res in _all_results(X, T, R, ax).items()}
+        # built again from scratch: the same keys (deterministic names), but for the
+        # finalize task that dask names uniquely per computation (and what is fused with it)
+        def stable(keys):
+            return {k for k in keys if "finalize-" not in str(k)}
+        again = {name: stable(_client_graph(res)) for name, res in _all_results(X, T, R, ax).items()}
+        assert again == {name: stable(g) for name, g in graphs.items()}, kind
+        names = sorted(graphs)
+        shared_any = 0
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                shared = set(graphs[a]) & set(graphs[b])
+                shared_any += len(shared)
+                bad = [k for k in shared
+                       if get_dependencies(graphs[a], k) != get_dependencies(graphs[b], k)]
+                assert not bad, (f"{kind}: {a} and {b} send different tasks under "
+                                 f"{len(bad)} shared keys, e.g. {bad[0]!r}: "
+                                 f"{graphs[a][bad[0]]!r} vs {graphs[b][bad[0]]!r}")
+        assert shared_any > 0, kind      # the inputs' keys are shared: the check has a subject
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
+def test_distributed_no_run_spec_warning(tmp_path):
+    """Issue 13 item 6 on a real scheduler: every graph is submitted while the earlier ones'
+    tasks are still on the scheduler (no worker yet, so nothing finishes and nothing is
+    released: the collision is certain, not a race), then a worker joins and the results
+    must equal the local functions'; then the issue's sequence, ``evaluate(...).compute()``
+    then ``cross_entropy(...).compute()`` on the same client.  No warning may be logged."""
+    distributed = pytest.importorskip("distributed")
+    import logging
+    import warnings
+
+    class _Records(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    x, r, t, inputs = _key_inputs(tmp_path)
+    X, T, R, _ = inputs["from_npy"]
+    ev = fastxent.Evaluator()
+    ev.update(x, t)
+    handler = _Records()
+    log = logging.getLogger("distributed")
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                cluster = distributed.LocalCluster(n_workers=0, processes=False,
+                                                   dashboard_address=None)
+            except Exception as e:  # sandboxes without an event loop thread or sockets
+                pytest.skip(f"LocalCluster cannot start here: {type(e).__name__}: {e}")
+            try:
+                with distributed.Client(cluster) as client:
+                    futures = [client.compute(fxd.evaluate(X, T)),
+                               client.compute(fxd.cross_entropy(X, T)),
+                               client.compute(fxd.cross_entropy(X, T, reduction="none")),
+                               client.compute(fxd.perplexity(X, T)),
+                               client.compute(fxd.evaluate(X, T, R)),
+                               client.compute(fxd.token_stats(X, T, ref_logits=R).kl)]
+                    cluster.scale(1)
+                    rep, mean, none, ppl, rep_ref, kl = client.gather(futures)
+                    assert rep == ev.report()
+                    assert mean == fastxent.cross_entropy(x, t)
+                    assert np.array_equal(none, fastxent.cross_entropy(x, t, reduction="none"))
+                    assert ppl == fastxent.perplexity(x, t)
+                    assert rep_ref["tokens"] == ev.tokens
+                    assert np.array_equal(kl, fastxent.token_stats(x, t, ref_logits=r).kl, equal_nan=True)
+                    for _ in range(3):   # the issue's sequence
+                        assert fxd.evaluate(X, T).compute(scheduler=client) == ev.report()
+                        assert (fxd.cross_entropy(X, T).compute(scheduler=client)
+                                == fastxent.cross_entropy(x, t))
+            finally:
+                cluster.close()
+    finally:
+        log.removeHandler(handler)
+    run_spec = [rec.getMessage() for rec in handler.records if "run_spec" in rec.getMessage()]
+    assert not run_spec, f"{len(run_spec)} run_spec warnings, e.g. {run_spec[0][:300]}"
+    scheduler = [rec.getMessage() for rec in handler.records if rec.name == "distributed.scheduler"]
+    assert not scheduler, scheduler[:3]
+    relevant = [str(w.message) for w in caught
+                if not issubclass(w.category, (DeprecationWarning, ResourceWarning))]
+    assert not relevant, relevant[:3]
