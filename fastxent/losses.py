@@ -116,7 +116,9 @@ def _check_scalar(value, name: str, lo: float, hi: float = np.inf, lo_open: bool
 def _check_weight(weight, n_cols: int, dt: np.dtype):
     if weight is None:
         return None
-    w = float_operand(weight, "weight")  # every logits dtype, integers and bool
+    w = float_operand(weight, "weight")  # every logits dtype and integers
+    if w.dtype.kind == "b":  # as the reference and PyTorch (weights are numbers, not a mask)
+        raise TypeError("`weight` must be a real array, not bool")
     if w.shape != (n_cols,):
         raise ValueError(f"`weight` must have shape ({n_cols},) (one weight per class), got {w.shape}")
     w = aligned_c(w, dt)

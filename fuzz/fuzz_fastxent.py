@@ -515,8 +515,10 @@ def oracle_token_stats(logits, target, *, ref_logits=None, axis=-1, ignore_index
         if r.shape != x.shape:
             raise ValueError("`ref_logits` shape differs")
         reference._float_input(r, "ref_logits", promote_int=False)
-        with np.errstate(all="ignore"):  # converted to the logits' dtype first, as fastxent does
-            r = r.astype(kdt)
+        # each side is read in its own precision (README: the pair rule, fastxent._arrays.pair_dtype);
+        # the per-position results then have float64 when either side is float64
+        if np.float64 in (kdt, r.dtype.newbyteorder("=")):
+            rdt = np.dtype(np.float64)
         rw = np.moveaxis(_widen(r), ax, -1)
     t = np.asarray(target)
     counted = reference._class_targets(t, xw, ax, ignore_index)
