@@ -298,10 +298,8 @@ def _release(view, top):
     if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or view.size == 0:
         return
     try:
-        try:
-            from numpy.lib.array_utils import byte_bounds
-        except ImportError:  # NumPy < 2
-            byte_bounds = np.byte_bounds
+        from ._compat import byte_bounds
+
         lo, hi = byte_bounds(view)
         base = top.ctypes.data - top.offset % mmap.ALLOCATIONGRANULARITY
         start = lo - base

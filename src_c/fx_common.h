@@ -44,17 +44,8 @@ static inline fx_state fx_state_combine(fx_state a, fx_state b)
     return x;
 }
 
-/* log(sum exp(x - m)) and the sum itself, for a finite m */
-static inline double fx_state_logsum(fx_state st) { return log1p((st.c - 1.0) + st.r); }
+/* the sum exp(x - m) of a state (its log is FX_N(logsum), one log1p for every path) */
 static inline double fx_state_sum(fx_state st) { return st.c + st.r; }
-
-/* log-sum-exp of a state: NaN if any NaN, +-inf passes through, else m + log(sum) */
-static inline double fx_state_lse(fx_state st)
-{
-    if (st.nan) return NAN;
-    if (st.m == INFINITY || st.m == -INFINITY) return st.m;
-    return st.m + fx_state_logsum(st);
-}
 
 /* scalar 16-bit conversions (the vector ones live in fx_isa_body.inc) */
 static inline float fx_bf16_to_float(uint16_t h)
