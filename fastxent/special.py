@@ -7,7 +7,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import (as_float_array, as_rows, asarray, float_dtype, float_operand, is_bfloat16,
+from ._arrays import (as_rows, asarray, float_array, float_dtype, float_operand, is_bfloat16,
                       normalize_axes, result_dtype, strided_layout)
 from ._config import resolve_n_threads
 
@@ -130,7 +130,7 @@ def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keep
         except ValueError:
             raise ValueError(f"`b` with shape {b.shape} does not broadcast against `a` with shape {a.shape}") from None
     dt = result_dtype(kdt)
-    a = as_float_array(np.atleast_1d(a), "a", kdt)
+    a = float_array(np.atleast_1d(a), "a", kdt)
     axes = normalize_axes(axis, a.ndim)
     kept_shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
 
@@ -203,7 +203,7 @@ def _softmax(x, axis, log: bool, n_threads):
     nt = resolve_n_threads(n_threads)
     x = asarray(x, "x", keep_bf16=True)
     scalar = x.ndim == 0
-    x = as_float_array(np.atleast_1d(x), "x")
+    x = float_array(np.atleast_1d(x), "x")
     dt = result_dtype(x.dtype)
     axes = normalize_axes(axis, x.ndim)
     if x.size == 0:
