@@ -260,6 +260,28 @@ def test_catalogue_row(row, restore_config):
     assert (repr(ns["ev"]), ns["ev"].tokens) == ev_before, f"{code}: the Evaluator changed"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_unaligned_grad_out_names_grad_out(dtype, axis):
+    """The row of `gU` for both gradient dtypes and both class axes: a grad_out that is
+    C-contiguous but unaligned (a view at byte offset 1 of a uint8 buffer) was reported as a bad
+    class axis; the message names `grad_out` and alignment, and nothing is written.  (The
+    reference writes into any writeable array: only fastxent raises.)"""
+    x = np.zeros((2, 3), dtype)
+    t = np.array([0, 2])
+    buf = np.full(x.nbytes + 1, 7, np.uint8)
+    g = buf[1:].view(dtype).reshape(x.shape)
+    assert not g.flags.aligned and g.flags.c_contiguous
+    before = buf.copy()
+    with pytest.raises(ValueError, match=r"^`grad_out` is not aligned") as err:
+        fastxent.cross_entropy(x if axis == -1 else x.T, t, axis=axis, return_grad=True,
+                               grad_out=g if axis == -1 else g.T)
+    err.match(f"multiples of {np.dtype(dtype).itemsize} bytes")
+    err.match("C-contiguous class axis")
+    assert "class axis and rows" not in str(err.value)
+    np.testing.assert_array_equal(buf, before)
+
+
 @pytest.fixture(scope="module")
 def cli_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
