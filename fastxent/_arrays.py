@@ -18,8 +18,8 @@ from ._compat import AxisError
 #: (n_outer, n_inner, n_cols, s_outer, s_inner, s_col) of src_c/fastxent.h, strides in elements
 Layout = Tuple[int, int, int, int, int, int]
 SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-_FLOATS: Dict[int, np.dtype] = {2: np.dtype(np.float16), 4: _F32, 8: _F64}   # native floats by item size
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOATS: Dict[int, np.dtype] = {2: np.dtype(np.float16), 4: F32, 8: F64}   # native floats by item size
 
 
 def is_bfloat16(dtype: np.dtype) -> bool:
@@ -100,7 +100,7 @@ def float_dtype(dtype: np.dtype, name: str, promote_int: bool = True) -> np.dtyp
     if is_bfloat16(dtype):
         return dtype
     if dtype.kind in "iub" and promote_int:
-        return _F64
+        return F64
     if dtype.kind == "c":
         raise TypeError(f"`{name}` is complex ({dtype}); fastxent handles real input only "
                         f"(supported dtypes: {SUPPORTED_NAMES})")
@@ -136,7 +136,7 @@ def pair_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
     """
     if a == b:
         return a
-    return _F64 if _F64 in (a, b) else _F32
+    return F64 if F64 in (a, b) else F32
 
 
 def row_blocks(batch_shape: tuple, n_cols: int, max_elems: int):
@@ -163,7 +163,7 @@ def row_blocks(batch_shape: tuple, n_cols: int, max_elems: int):
 
 def result_dtype(kernel_dtype: np.dtype) -> np.dtype:
     """Per-position results: float64 for float64 input, float32 for everything else."""
-    return _F64 if kernel_dtype == _F64 else _F32
+    return F64 if kernel_dtype == F64 else F32
 
 
 def float_array(x: Any, name: str, dtype: np.dtype | None = None, promote_int: bool = True) -> np.ndarray:

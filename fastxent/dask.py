@@ -69,7 +69,7 @@ def _prepare(logits, target, ref_logits, axis):
     """Checked inputs with the class axis last: (x, t, ref or None, kernel dtype of the pair)."""
     _need_dask(logits, "logits", "for NumPy arrays use the functions of `fastxent`, or wrap "
                "them with `dask.array.from_array(logits, chunks=(rows, -1))`")
-    float_dtype(logits.dtype, "logits", promote_int=False)
+    kdt = float_dtype(logits.dtype, "logits", promote_int=False)
     if logits.ndim < 2:
         raise ValueError(f"`logits` must have rows and classes (ndim >= 2), got shape "
                          f"{logits.shape}; use `fastxent` for a single row")
@@ -92,7 +92,7 @@ def _prepare(logits, target, ref_logits, axis):
     if ref_logits is not None:
         _need_dask(ref_logits, "ref_logits", "wrap it with `dask.array.from_array` chunked "
                    "like `logits`")
-        float_dtype(ref_logits.dtype, "ref_logits", promote_int=False)
+        rdt = float_dtype(ref_logits.dtype, "ref_logits", promote_int=False)
         check_same_shape(ref_logits, logits, "ref_logits", "logits")
         ref = ref_logits if ax == logits.ndim - 1 else da.moveaxis(ref_logits, ax, -1)
         _known(ref, "ref_logits")
@@ -100,9 +100,7 @@ def _prepare(logits, target, ref_logits, axis):
             raise ValueError(f"`ref_logits` is chunked {ref_logits.chunks} but `logits` is "
                              f"chunked {logits.chunks}; they must match: "
                              "`ref_logits = ref_logits.rechunk(logits.chunks)`")
-    kdt = float_dtype(logits.dtype, "logits", promote_int=False)
-    if ref is not None:  # the pair is read by fastxent.token_stats's rule (_arrays.pair_dtype)
-        kdt = pair_dtype(kdt, float_dtype(ref.dtype, "ref_logits", promote_int=False))
+        kdt = pair_dtype(kdt, rdt)  # the pair is read by fastxent.token_stats's rule
     return x, target, ref, kdt
 
 
