@@ -10,8 +10,8 @@ CPU runs, and compares a digest of each output with the one committed in
 ``tests/data/golden.json``:
 
     python tools/golden.py record              # (re)write the golden file: on purpose only
-    python tools/golden.py check               # compare; exit 1 and name what changed
-    python tools/golden.py check --quick       # one case in four: the CI step
+    python tools/golden.py check               # compare; exit 1 and name what changed (CI)
+    python tools/golden.py check --quick       # one case in four (--every N: one in N)
     python tools/golden.py check -k 'softmax/float16' --ref        # + ulp against reference
     python tools/golden.py dump old.npz -k 'ce_grad/bfloat16'      # values of the cases, to
     python tools/golden.py check -k 'ce_grad/bfloat16' --against old.npz  # compare builds
@@ -692,6 +692,7 @@ def run_case(case: Case, isas: Sequence[str], threads: Sequence[Optional[int]],
         run = case.runner()
     except Exception as e:  # noqa: BLE001 -- the tool reports, never hides
         return {isa: {"digest": "error", "summary": f"build raised {type(e).__name__}: {e}"} for isa in isas}
+    before = fastxent.show_config(print_out=False)["isa"]
     for isa in isas:
         if _SWITCH_ISA and fastxent.set_isa(isa) != isa:
             raise RuntimeError(f"cannot select ISA {isa}")
@@ -712,7 +713,7 @@ def run_case(case: Case, isas: Sequence[str], threads: Sequence[Optional[int]],
             entry["threads"] = per
         res[isa] = entry
     if _SWITCH_ISA:
-        fastxent.set_isa(None)
+        fastxent.set_isa(before)
     return res
 
 
@@ -741,8 +742,9 @@ def compare_values(new: Any, old: Any) -> str:
             continue
         if not _is_float(a.dtype):
             if a.dtype.kind == "O" or a.dtype.kind in "US":
-                parts.append(f"{path}: {'same' if np.array_equal(a, b) else 'differs'}")
-            else:
+                if not np.array_equal(a, b):
+                    parts.append(f"{path}: differs")
+            elif np.count_nonzero(a != b):
                 parts.append(f"{path}: {int(np.count_nonzero(a != b))} elements differ")
             continue
         if a.dtype != b.dtype:  # a float64 reference against a float32 result: round it
@@ -752,6 +754,8 @@ def compare_values(new: Any, old: Any) -> str:
         both = np.isfinite(wa) & np.isfinite(wb)
         ulp = np.abs(_ordered(np.ascontiguousarray(a)) - _ordered(np.ascontiguousarray(b)))
         ulp = np.where(both, ulp, 0)
+        if not special.any() and not (ulp.size and ulp.max() > 0):
+            continue
         txt = f"{path}: max {int(ulp.max()) if ulp.size else 0} ulp"
         if ulp.size and ulp.max() > 0:
             i = np.unravel_index(int(np.argmax(ulp)), ulp.shape)
@@ -759,7 +763,7 @@ def compare_values(new: Any, old: Any) -> str:
         if special.any():
             txt += f", {int(np.count_nonzero(special))} NaN/inf disagree"
         parts.append(txt)
-    return "; ".join(parts)
+    return "; ".join(parts) or "every output bitwise equal"
 
 
 # --------------------------------------------------------------------------- environment
@@ -788,12 +792,15 @@ def environment() -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- commands
-def _select(cases: List[Case], pattern: Optional[str], quick: bool) -> List[Case]:
+def _select(cases: List[Case], pattern: Optional[str], every: int = 1) -> List[Case]:
+    """The cases whose name matches `pattern`, then one in `every` (by a hash of the name, so
+    that every family, dtype and edge keeps some; the few cli/ and dask/ cases are all kept)."""
     if pattern:
         rx = re.compile(pattern)
         cases = [c for c in cases if rx.search(c.name)]
-    if quick:  # every fourth case by a hash of its name: each family, dtype and edge is touched
-        cases = [c for c in cases if zlib.crc32(c.name.encode()) % 4 == 0 or c.name.startswith(("cli/", "dask/"))]
+    if every > 1:
+        cases = [c for c in cases
+                 if zlib.crc32(c.name.encode()) % every == 0 or c.name.startswith(("cli/", "dask/"))]
     return cases
 
 
@@ -829,7 +836,7 @@ def cmd_record(args) -> int:
     if missing:
         print(f"golden: this CPU cannot run {missing}: recording {isas} only", file=sys.stderr)
     threads = _threads(args.threads)
-    cases = _select(all_cases(), args.k, False)
+    cases = _select(all_cases(), args.k)
     old: Dict[str, Any] = {}
     if os.path.exists(args.file):
         with open(args.file) as f:
@@ -917,7 +924,7 @@ def cmd_digests(args) -> int:
     """(internal) {case: {isa: digest}} at n_threads=1, for record's NumPy variant."""
     isas, _ = _isas(args.isa)
     res = {c.name: {isa: r["digest"] for isa, r in run_case(c, isas, (1,)).items()}
-           for c in _select(all_cases(), args.k, False)}
+           for c in _select(all_cases(), args.k)}
     with open(args.out, "w") as f:
         json.dump(res, f)
     return 0
@@ -943,7 +950,7 @@ def cmd_check(args) -> int:
     skipped = sorted(set(missing) | (recorded - set(isas) if not args.isa else set()))
     threads = _threads(args.threads)
     by_name = {c.name: c for c in all_cases()}
-    names = [c.name for c in _select(list(by_name.values()), args.k, args.quick)]
+    names = [c.name for c in _select(list(by_name.values()), args.k, 4 if args.quick else args.every)]
     known = [n for n in names if n in golden["cases"]]
     new = [n for n in names if n not in golden["cases"]]
     gone = [n for n in golden["cases"] if n not in by_name and (not args.k or re.search(args.k, n))]
@@ -971,8 +978,10 @@ def cmd_check(args) -> int:
                 print(file=sys.stderr)
             what = []
             if r["digest"] not in (want[isa], alt.get(isa)):
-                what.append(f"digest {r['digest']} != golden {want[isa]} ({r['summary']}; golden: "
-                            f"{golden['cases'][name]['out']})")
+                g_out = golden["cases"][name]["out"]
+                shapes = ("the golden dtypes and shapes" if r["summary"] == g_out
+                          else f"{r['summary']}; golden: {g_out}")
+                what.append(f"digest {r['digest']} != golden {want[isa]} ({shapes})")
             if bad_threads:
                 what.append(f"differs across thread counts: {r['threads']}")
             print(f"CHANGED {name} [{isa}]: " + "; ".join(what))
@@ -1005,7 +1014,7 @@ def cmd_check(args) -> int:
 
 def cmd_dump(args) -> int:
     isas, _ = _isas(args.isa)
-    cases = _select(all_cases(), args.k, False)
+    cases = _select(all_cases(), args.k)
     out: Dict[str, Any] = {}
     for case in cases:
         for isa, r in run_case(case, isas, (1,), keep=True).items():
@@ -1018,7 +1027,7 @@ def cmd_dump(args) -> int:
 
 
 def cmd_list(args) -> int:
-    cases = _select(all_cases(), args.k, args.quick)
+    cases = _select(all_cases(), args.k, 4 if args.quick else args.every)
     for c in cases:
         print(c.name)
     fams: Dict[str, int] = {}
@@ -1041,7 +1050,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             s.add_argument("--file", default=GOLDEN, help="the golden file (default: %(default)s)")
             s.add_argument("--threads", help="comma-separated thread counts (default: 1,2,3,None)")
         if name in ("check", "list"):
-            s.add_argument("--quick", action="store_true", help="one case in four (CI)")
+            s.add_argument("--quick", action="store_true", help="one case in four (--every 4)")
+            s.add_argument("--every", type=int, default=1, metavar="N", help="one case in N")
         if name == "check":
             s.add_argument("--ref", action="store_true",
                            help="for changed cases, the ulp difference against fastxent.reference")
