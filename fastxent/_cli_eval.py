@@ -265,12 +265,16 @@ class _Plan:
 
         t, v, ig = self.t, self.vocab, self.ignore_index
         used = t[..., 1:] if self.shift else t
-        if used.size == 0 or not -2**63 <= ig < 2**63:
-            return  # an ignore_index beyond int64 is refused by the Evaluator, naming it
+        if used.size == 0:
+            return
         step = max(1, (1 << 22) // max(1, used.size // max(1, used.shape[0])))
         for i in range(0, used.shape[0], step):
             part = np.asarray(used[i:i + step])
-            _, bad, _ = first_bad_target(part, v, ig)
+            if -2**63 <= ig < 2**63:
+                _, bad, _ = first_bad_target(part, v, ig)
+            else:  # beyond int64: the Evaluator refuses it, after this check (as it always did)
+                out = ((part != ig) & ((part < 0) | (part >= v))).reshape(-1)
+                bad = int(np.argmax(out)) if out.any() else -1
             if bad >= 0:
                 pos = list(np.unravel_index(bad, part.shape))
                 pos[0] += i
