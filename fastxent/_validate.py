@@ -188,18 +188,30 @@ class Prepared:
 
     Attributes
     ----------
-    x : the logits in their kernel dtype (the caller's array when no conversion was needed);
-    ax : the class axis (non-negative); n_cols : classes; batch : the shape without `ax`;
-    rows : positions (the product of `batch`);
-    base, layout : the row view of `x` (`_arrays.as_rows`; None when `x` is read a block of
-    rows at a time: reference logits of another dtype, see `_per_token`);
-    t64 : flat int64 class indices, every one checked (None without integer targets);
-    counted : targets that are not `ignore_index` (`rows` for probability targets);
-    prob, prob_layout : probability targets in the result dtype and their row layout (or None);
-    ref : reference logits of `x`'s shape (or None); ref_base, ref_layout : their row view;
-    weight : per-class weights in the result dtype (or None);
-    ignore_index, n_threads : as resolved; kdt : the dtype the kernel reads (`pair_dtype` of
-    the logits and the reference); rdt : the result dtype.
+    x : ndarray
+        The logits in the dtype the kernels read (the caller's array when that needed no
+        conversion).
+    ax, n_cols, batch, rows : int, int, tuple, int
+        The class axis (non-negative), the number of classes, the shape without the class
+        axis, and the number of positions (the product of `batch`).
+    base, layout : ndarray, tuple or None
+        The row view of `x` (`_arrays.as_rows`); None when `x` is read a block of rows at a
+        time (reference logits of another dtype, `_per_token`).
+    t64 : ndarray or None
+        Flat C-ordered int64 class indices, every one checked; None without integer targets.
+    counted : int
+        Targets that are not `ignore_index` (`rows` for probability targets or none).
+    prob, prob_layout : ndarray, tuple or None
+        Probability targets in the result dtype, and their row layout.
+    ref, ref_base, ref_layout : ndarray, ndarray, tuple or None
+        Reference logits of `x`'s shape in their own dtype, and their row view (as `base`).
+    weight : ndarray or None
+        Per-class weights in the result dtype.
+    ignore_index, n_threads : int
+        As checked and resolved (`_config.resolve_n_threads`).
+    kdt, rdt : numpy.dtype
+        The dtype the kernel reads (`_arrays.pair_dtype` of the logits and the reference) and
+        the dtype of the results.
     """
 
     __slots__ = ("x", "ax", "n_cols", "batch", "rows", "base", "layout", "t64", "counted", "prob",

@@ -1,4 +1,7 @@
-"""Cross-entropy and perplexity from logits and integer class targets."""
+"""Cross-entropy and perplexity from logits and class targets: the public functions.
+
+Their arguments are checked by `_validate.prepare`; the kernel calls are in `_xent`.
+"""
 from __future__ import annotations
 
 from typing import Any, Literal, SupportsIndex, Tuple, Union, overload
