@@ -152,11 +152,27 @@ def _tree(parts, combine, split_every):
 def _rowwise(func, out_ndim, x, t, ref=None, dtype=None, **kw):
     """`func(x_block, t_block[, ref_block], **kw)` per block of rows, as a dask array with the
     first `out_ndim` axes of `target` (blockwise with explicit indices: map_blocks would
-    align `target` with the trailing axes of `logits`)."""
+    align `target` with the trailing axes of `logits`).
+
+    The axes reduced here (classes; the sequence with ``per_sequence``) are single chunks, so
+    the blocks are passed as they are (`_one_block`), never through dask's concatenation,
+    which would need NumPy blocks: a block may be any DLPack producer (a torch tensor)."""
     xi, ti = tuple(range(x.ndim)), tuple(range(t.ndim))
-    args = [x, xi, t, ti] + ([] if ref is None else [ref, xi])
-    return da.blockwise(func, tuple(range(out_ndim)), *args, dtype=dtype, concatenate=True,
+    args = [func, None, x, xi, t, ti] + ([] if ref is None else [ref, xi])
+    return da.blockwise(_one_block, tuple(range(out_ndim)), *args, dtype=dtype, concatenate=False,
                         meta=np.empty((0,) * out_ndim, dtype=dtype), **kw)
+
+
+def _one_block(func, *blocks, **kw):
+    """`func` of the blocks, each given by blockwise as itself or as lists of one block (one
+    level per reduced axis, each a single chunk, see `_rowwise`)."""
+    args = []
+    for b in blocks:
+        while isinstance(b, list):
+            assert len(b) == 1, "internal: a reduced axis of `_rowwise` is split into chunks"
+            b = b[0]
+        args.append(b)
+    return func(*args, **kw)
 
 
 def _scalar(delayed_value, dtype):
