@@ -3,7 +3,8 @@
 `cross_entropy`, `perplexity`, `token_stats` and `evaluate` take `dask.array` inputs
 chunked along the rows (any chunking of the leading axes; the class axis in one
 chunk).  Each block is handed to the C kernels of fastxent as it is (no copy of the
-logits); totals are combined in a tree of per-block exact partial sums
+logits): a NumPy array, or any CPU object with ``__dlpack__`` (a torch tensor, a JAX
+array; bfloat16 blocks need ml_dtypes only to give the dask array its dtype); totals are combined in a tree of per-block exact partial sums
 (`fastxent.Evaluator` states), so the result does not depend on the chunking or
 on the order in which blocks finish.  `from_npy` builds such an array from
 ``.npy`` shards, memory-mapped by the tasks that read them.
@@ -39,7 +40,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without dask
                       f"({_e})") from _e
 
 from . import losses as _losses
-from ._arrays import float_dtype, pair_dtype, result_dtype
+from ._arrays import float_dtype, from_dlpack_if_needed, pair_dtype, result_dtype
 from .evaluate import Evaluator, TokenStats, _ExactSum, _OUTPUTS, _BOOL, _NEED_REF
 from .evaluate import token_stats as _token_stats
 
@@ -61,6 +62,18 @@ def _known(a, name: str):
                          "first")
 
 
+def _ndarray_block(b, arg):
+    return from_dlpack_if_needed(b, arg)
+
+
+def _class_axis_last(a, ax, arg):
+    """`a` with axis `ax` moved last.  Its blocks are read as NumPy views first (zero-copy):
+    dask's transpose applies NumPy's to each block, which torch tensors support only through
+    a deprecated NumPy interface."""
+    a = a.map_blocks(_ndarray_block, arg=arg, dtype=a.dtype, meta=np.empty((0,) * a.ndim, dtype=a.dtype))
+    return da.moveaxis(a, ax, -1)
+
+
 def _prepare(logits, target, ref_logits, axis):
     """Checked inputs with the class axis last: (x, t, ref or None, kernel dtype of the pair)."""
     _need_dask(logits, "logits", "for NumPy arrays use the functions of `fastxent`, or wrap "
@@ -70,7 +83,7 @@ def _prepare(logits, target, ref_logits, axis):
         raise ValueError(f"`logits` must have rows and classes (ndim >= 2), got shape "
                          f"{logits.shape}; use `fastxent` for a single row")
     ax = _losses._class_axis(axis, logits.ndim)
-    x = logits if ax == logits.ndim - 1 else da.moveaxis(logits, ax, -1)
+    x = logits if ax == logits.ndim - 1 else _class_axis_last(logits, ax, "logits")
     _known(x, "logits")
     if len(x.chunks[-1]) != 1:
         raise ValueError(f"`logits` has its class axis (axis {ax}, {x.shape[-1]} classes) split "
@@ -96,7 +109,7 @@ def _prepare(logits, target, ref_logits, axis):
         if ref_logits.shape != logits.shape:
             raise ValueError(f"`ref_logits` has shape {ref_logits.shape} but `logits` has shape "
                              f"{logits.shape}; they must be equal")
-        ref = ref_logits if ax == logits.ndim - 1 else da.moveaxis(ref_logits, ax, -1)
+        ref = ref_logits if ax == logits.ndim - 1 else _class_axis_last(ref_logits, ax, "ref_logits")
         _known(ref, "ref_logits")
         if ref.chunks != x.chunks:
             raise ValueError(f"`ref_logits` is chunked {ref_logits.chunks} but `logits` is "
