@@ -40,7 +40,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without dask
                       f"({_e})") from _e
 
 from . import losses as _losses
-from ._arrays import float_dtype, from_dlpack_if_needed, pair_dtype, result_dtype
+from ._arrays import _bfloat16_dtype, float_dtype, from_dlpack_if_needed, pair_dtype, result_dtype
 from .evaluate import Evaluator, TokenStats, _ExactSum, _OUTPUTS, _BOOL, _NEED_REF
 from .evaluate import token_stats as _token_stats
 
@@ -62,6 +62,22 @@ def _known(a, name: str):
                          "first")
 
 
+def _numpy_meta(a, name):
+    """`a`, or, when its meta is not a NumPy array (blocks made by torch, as
+    ``x.map_blocks(torch.from_numpy)`` makes them, give a dask array whose dtype is a
+    ``torch.dtype``), the same graph with a NumPy meta of the same dtype."""
+    if isinstance(a.dtype, np.dtype):
+        return a
+    kind = str(a.dtype).rsplit(".", 1)[-1]  # torch.float32 -> float32
+    try:
+        dt = _bfloat16_dtype() if kind == "bfloat16" else np.dtype(kind)
+    except TypeError:
+        raise TypeError(f"`{name}` is a dask array of dtype {a.dtype!r} (its meta is a "
+                        f"{type(a._meta).__module__}.{type(a._meta).__qualname__}), which fastxent "
+                        "does not read") from None
+    return da.Array(a.dask, a.name, a.chunks, meta=np.empty((0,) * a.ndim, dtype=dt))
+
+
 def _ndarray_block(b, arg):
     return from_dlpack_if_needed(b, arg)
 
@@ -78,6 +94,7 @@ def _prepare(logits, target, ref_logits, axis):
     """Checked inputs with the class axis last: (x, t, ref or None, kernel dtype of the pair)."""
     _need_dask(logits, "logits", "for NumPy arrays use the functions of `fastxent`, or wrap "
                "them with `dask.array.from_array(logits, chunks=(rows, -1))`")
+    logits = _numpy_meta(logits, "logits")
     float_dtype(logits.dtype, "logits", promote_int=False)
     if logits.ndim < 2:
         raise ValueError(f"`logits` must have rows and classes (ndim >= 2), got shape "
@@ -91,6 +108,7 @@ def _prepare(logits, target, ref_logits, axis):
                          f"chunk: rechunk with `logits.rechunk({{{ax}: -1}})`")
     _need_dask(target, "target", "wrap it with `dask.array.from_array(target, "
                "chunks=logits.chunks[:-1])` (the logits' row chunks)")
+    target = _numpy_meta(target, "target")
     if target.dtype.kind not in "iu":
         raise TypeError(f"`target` must hold integer class indices, got dtype {target.dtype}")
     if target.shape != x.shape[:-1]:
@@ -105,6 +123,7 @@ def _prepare(logits, target, ref_logits, axis):
     if ref_logits is not None:
         _need_dask(ref_logits, "ref_logits", "wrap it with `dask.array.from_array` chunked "
                    "like `logits`")
+        ref_logits = _numpy_meta(ref_logits, "ref_logits")
         float_dtype(ref_logits.dtype, "ref_logits", promote_int=False)
         if ref_logits.shape != logits.shape:
             raise ValueError(f"`ref_logits` has shape {ref_logits.shape} but `logits` has shape "

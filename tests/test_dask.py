@@ -495,3 +495,27 @@ def test_torch_blocks_with_class_axis_1():
     assert fxd.cross_entropy(X, T, axis=1).compute() == fastxent.cross_entropy(x, t)
     assert fxd.evaluate(X, T, axis=1).compute() == fxd.evaluate(da.from_array(x, chunks=(1, 16, -1)),
                                                                 da.from_array(t, chunks=(1, 16))).compute()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dask_arrays_with_a_torch_meta(dtype):
+    """``x.map_blocks(torch.from_numpy)`` gives a dask array whose meta is a tensor and whose
+    dtype is a torch.dtype: read as the NumPy dtype of that name."""
+    torch = optional_import("torch")
+    x, r, t = _data(dtype=_bf16_or_skip() if dtype == "bfloat16" else np.float32)
+    X, T, R = _dask(x, t, r, (1, 16))
+    to_torch = _block_maker("torch")
+    Xt, Tt, Rt = X.map_blocks(to_torch), T.map_blocks(to_torch), R.map_blocks(to_torch)
+    assert Xt.dtype == getattr(torch, dtype) and isinstance(Xt._meta, torch.Tensor)
+    assert fxd.cross_entropy(Xt, Tt).compute() == fxd.cross_entropy(X, T).compute()
+    assert np.array_equal(fxd.cross_entropy(Xt, Tt, reduction="none").compute(),
+                          fxd.cross_entropy(X, T, reduction="none").compute())
+    assert fxd.evaluate(Xt, Tt, Rt).compute() == fxd.evaluate(X, T, R).compute()
+    with pytest.raises(TypeError, match=r"^`logits` is complex \(complex64\); fastxent handles real input only"):
+        fxd.cross_entropy(X.astype(np.complex64).map_blocks(to_torch), Tt)
+    f8 = X.astype(np.float32).map_blocks(lambda b: torch.from_numpy(b).to(torch.float8_e4m3fn))
+    # NumPy knows the name when ml_dtypes is imported; else fastxent's own message
+    with pytest.raises(TypeError, match=r"^`logits` (has dtype float8_e4m3fn; supported dtypes are|is a dask array "
+                                        r"of dtype torch\.float8_e4m3fn \(its meta is a torch\.Tensor\), which "
+                                        r"fastxent does not read)"):
+        fxd.cross_entropy(f8, Tt)

@@ -155,3 +155,14 @@ def test_jax_buffers_are_released():
     before = rss_mb()
     calls(40)
     assert rss_mb() - before < 100, (before, rss_mb())
+
+
+def test_jax_pure_callback_inside_jit():
+    """The README's way to call fastxent inside jax.jit: a callback on concrete arrays."""
+    @jax.jit
+    def perplexity(logits, targets):
+        return jax.pure_callback(lambda x, t: np.float32(fx.perplexity(x, t)),
+                                 jax.ShapeDtypeStruct((), jnp.float32), logits, targets)
+
+    x, t = _jax(X, "bfloat16"), _jax(np.maximum(T, 0), "int32")
+    assert float(perplexity(x[:, :-1], t)) == fx.perplexity(_np(x[:, :-1]), _np(t))
