@@ -23,8 +23,8 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from ._arrays import (Layout, aligned_c, as_rows, asarray, float_array, float_operand, from_dlpack_if_needed,
-                      is_bfloat16, normalize_axes, pair_dtype, result_dtype, row_layout)
+from ._arrays import (Layout, aligned_c, as_rows, asarray, float_array, float_operand, is_bfloat16,
+                      normalize_axes, output_view, pair_dtype, result_dtype, row_layout)
 from ._config import resolve_n_threads
 
 #: the values of `reduction` (PyTorch's)
@@ -152,7 +152,7 @@ def check_weight(weight: Any, n_cols: int, dt: np.dtype) -> Optional[np.ndarray]
 def check_grad_out(grad_out: Any, x: np.ndarray, ax: int,
                    sources: Sequence[Tuple[str, Any]]) -> Tuple[np.ndarray, Layout]:
     """`grad_out` checked, with the class axis last, and its row layout (no copy is ever made)."""
-    grad_out = from_dlpack_if_needed(grad_out, "grad_out")
+    grad_out = output_view(grad_out, "grad_out")
     if not isinstance(grad_out, np.ndarray):
         raise TypeError(f"`grad_out` must be a NumPy array, got {type(grad_out).__name__}")
     if grad_out.shape != x.shape:

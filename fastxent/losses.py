@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _xent
-from ._arrays import asarray
+from ._arrays import asarray, note_written
 from ._validate import check_grad_out, check_reduction, check_scalar, prepare
 
 _Float = np.floating[Any]
@@ -257,6 +257,8 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
     else:
         gscale = zscale = 1.0
     loss, zl = _xent.xent(p, eps, zc, cap, return_z_loss, grad, grad_layout, gscale, zscale)
+    if grad_out is not None:
+        note_written(grad_out)
     out = _xent.reduce(loss.reshape(batch), None if zl is None else zl.reshape(batch),
                        reduction, denom, p.counted, rdt)
     res = [out[0]]
@@ -337,7 +339,8 @@ def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1
     >>> ppl.dtype, float(ppl)
     (dtype('float32'), 4.0)
     """
-    if per_sequence and np.ndim(target) == 0:
+    target = asarray(target, "target")  # DLPack producers too: np.ndim would see an object
+    if per_sequence and target.ndim == 0:
         raise ValueError("`per_sequence=True` needs `target` with a sequence axis (shape (..., T)), "
                          "got a 0-d target")
     p = prepare(logits, target, axis=axis, ignore_index=ignore_index, n_threads=n_threads)
