@@ -918,6 +918,21 @@ def test_unaligned_targets_weights_and_b_are_copied_before_c(tmp_path):
     assert not reports and not list(tmp_path.iterdir()), "sanitizer reports:\n" + "\n".join(reports)
 
 
+@pytest.mark.parametrize("z_loss", [0.0, 1.0])
+@pytest.mark.parametrize("mod", [fastxent, fastxent.reference])
+def test_gradient_of_equal_maxima_near_float64_max(mod, z_loss):
+    """Found by tests/test_differential.py, in the reference: p = exp(x - lse) with lse = 1e308 +
+    log(3) rounded to 1e308 gave p = 1 for each of three equal maxima (gradient [0, 1, 1, 0]
+    instead of [-2/3, 1/3, 1/3, 0]), and with z_loss an infinite gradient where 2 lse p is
+    6.7e307; p is now exp(-(max - x) - log(sum exp(x - max)))."""
+    x = np.array([[1e308, 1e308, 1e308, 5.0]])
+    loss, g = mod.cross_entropy(x, [0], reduction="sum", z_loss=z_loss, return_grad=True)
+    p = np.array([1 / 3, 1 / 3, 1 / 3, 0.0])
+    want = p - [1.0, 0.0, 0.0, 0.0] + 2 * z_loss * (1e308 * p)
+    # the z part beyond double is exp(log p + log|2 z lse|): ~709 eps (RTOL[float64] of conftest)
+    np.testing.assert_allclose(g[0], want, rtol=1e-12 if z_loss else 4e-16, atol=0)
+
+
 @pytest.mark.parametrize("mod", [fastxent, fastxent.reference])
 def test_z_loss_gradient_huge_lse_not_in_place(mod):
     """lse = 1e308: 2 z lse overflows, yet each mean gradient entry is finite: the max
