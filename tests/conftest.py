@@ -392,7 +392,10 @@ def xent_bounds(logits, target, *, reduction="mean", z_loss=0.0, axis=-1, weight
     others = np.where(onehot, 0.0, p).sum(-1, keepdims=True)
     m = (gs * (a * np.where(onehot, others, p) + b.sum(-1, keepdims=True) * p + b)
          + zs * 2 * z_loss * alse[..., None] * p)
-    atol = 4 * tiny * (gs * (a + b.sum(-1, keepdims=True) + b) + zs * 2 * z_loss * alse[..., None])
+    # (+ tiny: below the smallest normal number the entry itself may flush to zero, as the loss;
+    # with small coefficients or a softcap chain the scaled term alone was below one subnormal
+    # ulp, found by tests/test_differential.py)
+    atol = 4 * tiny * (gs * (a + b.sum(-1, keepdims=True) + b) + zs * 2 * z_loss * alse[..., None]) + tiny
     e_grad = (rt + unit * s[..., None]) * m * fin(r["chain"]) + atol
     # the z part 2 z lse p also carries lse's own error, U * s absolute (not relative to |lse|:
     # where max + log(sum) cancels, |lse| << s; found by tests/test_differential.py)
