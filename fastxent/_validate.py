@@ -162,15 +162,23 @@ def check_grad_out(grad_out: Any, x: np.ndarray, ax: int,
         raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient of {x.dtype} logits is {want}")
     if not grad_out.flags.writeable:
         raise ValueError("`grad_out` is read-only")
+    # what always works: C order when the class axis is last, else C order with the classes last,
+    # moved to `ax` (a C-contiguous array of the logits' shape has strided classes then)
+    if ax == x.ndim - 1:
+        works = "a C-contiguous array of the logits' shape always works"
+    else:
+        last = x.shape[:ax] + x.shape[ax + 1:] + (x.shape[ax],)
+        works = (f"with the class axis {ax} not last, a C-contiguous array of the logits' shape does not "
+                 f"qualify; np.moveaxis(np.empty({last}, np.{want.name}), -1, {ax}) always works")
     if not grad_out.flags.aligned:  # checked here: the layout check below would blame the class axis
         raise ValueError(f"`grad_out` is not aligned (its {grad_out.dtype} elements must start at addresses "
                          f"that are multiples of {grad_out.itemsize} bytes); it must be an aligned array with "
-                         "a C-contiguous class axis (a C-contiguous array of the logits' shape always works)")
+                         f"a C-contiguous class axis ({works})")
     g = np.moveaxis(grad_out, ax, -1)
     layout = row_layout(g)
     if layout is None:
         raise ValueError("`grad_out` must have a contiguous class axis and rows that fold into at most "
-                         "two strided levels (a C-contiguous array of the logits' shape always works)")
+                         f"two strided levels ({works})")
     for name, arr in sources:
         if arr is None or not np.shares_memory(grad_out, arr):
             continue

@@ -410,8 +410,9 @@ def isa(request):
 # plus RTOL * |result| for the final rounding; "sum"/"mean" add up (and divide) the same way.
 # Gradient entries are sums of probability-like terms, so each gets a relative bound on the sum of
 # their magnitudes, (RTOL + U * s) * M, M = (gs (a |p - onehot| + B p + b) + zs 2 z |lse| p) * chain
-# (gs, zs: the "mean" scales; a, b: one-hot and smooth parts of coef, B = sum b), plus a few
-# smallest normals for underflow. The target entry p_t - 1 must thus be relatively accurate.
+# (gs, zs: the "mean" scales; a, b: one-hot and smooth parts of coef, B = sum b), plus the error
+# of lse in the z part, U * s * zs 2 z p * chain, plus a few smallest normals for underflow.
+# The target entry p_t - 1 must thus be relatively accurate.
 
 # The softcap chain factor (1/cosh^2, computed as 4e/(1+e)^2) and the target entry p_t - 1 (from
 # the sum of the other terms when the target is a largest logit) keep their relative precision,
@@ -477,8 +478,15 @@ def xent_bounds(logits, target, *, reduction="mean", z_loss=0.0, axis=-1, weight
     others = np.where(onehot, 0.0, p).sum(-1, keepdims=True)
     m = (gs * (a * np.where(onehot, others, p) + b.sum(-1, keepdims=True) * p + b)
          + zs * 2 * z_loss * alse[..., None] * p)
-    atol = 4 * tiny * (gs * (a + b.sum(-1, keepdims=True) + b) + zs * 2 * z_loss * alse[..., None])
+    # (+ tiny: below the smallest normal number the entry itself may flush to zero, as the loss;
+    # with small coefficients or a softcap chain the scaled term alone was below one subnormal
+    # ulp, found by tests/test_differential.py)
+    atol = 4 * tiny * (gs * (a + b.sum(-1, keepdims=True) + b) + zs * 2 * z_loss * alse[..., None]) + tiny
     e_grad = (rt + unit * s[..., None]) * m * fin(r["chain"]) + atol
+    # the z part 2 z lse p also carries lse's own error, U * s absolute (not relative to |lse|:
+    # where max + log(sum) cancels, |lse| << s; found by tests/test_differential.py)
+    e_grad = e_grad + unit * s[..., None] * zs * 2 * z_loss * np.where(counted[..., None], p, 0.0) \
+        * fin(r["chain"])
     if softcap is not None:
         e_grad = e_grad + SOFTCAP_CHAIN_SLACK[dt] * m
     e_grad = e_grad + TARGET_SLACK * gs * a * onehot * fin(r["chain"])

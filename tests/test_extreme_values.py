@@ -65,6 +65,13 @@ def test_huge_z_loss_gradient_float32(opts, isa):
     ([[np.inf, 0.0]], [1], {"label_smoothing": 0.1}, np.nan),    # smoothing puts weight on +inf
     ([[np.inf, 0.0]], [[0.0, 1.0]], {"label_smoothing": 0.1}, np.nan),
     ([[np.inf, 0.0, 1.0]], [[0.0, 1.0, 0.0]], {"weight": [1.0, 2.0, 3.0]}, np.inf),
+    # class-index targets whose weight is 0 (found by tests/test_differential.py: NaN, 0 * inf)
+    ([[np.inf, 0.0, 1.0]], [1], {"weight": [1.0, 0.0, 1.0]}, 0.0),
+    ([[np.inf, 0.0, 1.0]], [0], {"weight": [0.0, 1.0, 1.0]}, 0.0),  # the +inf class itself
+    ([[np.inf, 0.0, 1.0]], [1], {"weight": [1.0, 0.0, 1.0], "z_loss": 1e-3}, np.inf),  # z lse**2
+    ([[np.inf, 0.0, 1.0]], [1], {"weight": [0.0, 0.0, 0.0], "label_smoothing": 0.1}, 0.0),
+    ([[np.inf, 0.0, 1.0]], [1], {"weight": [0.0, 1.0, 1.0], "label_smoothing": 0.1}, np.inf),
+    ([[np.inf, 0.0, 1.0]], [1], {"weight": [1.0, 0.0, 1.0], "label_smoothing": 0.1}, np.nan),
 ])
 def test_inf_row_with_probability_targets(logits, target, kw, want):
     """Found by fuzzing: a row with a +inf logit under probability targets (or label
@@ -153,6 +160,21 @@ def test_coefficient_terms_near_float32_max(opts, isa):
         np.testing.assert_allclose(got, ref, rtol=1e-5)   # inf only where the reference has it
     if "weight" not in kw:   # these means are finite (the bug made them +inf)
         assert np.isfinite(fastxent.cross_entropy(x, t, **kw))
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1.0])
+@pytest.mark.parametrize("mod", [fastxent, fastxent.reference])
+def test_gradient_of_equal_maxima_near_float64_max(mod, z_loss):
+    """Found by tests/test_differential.py, in the reference: p = exp(x - lse) with lse = 1e308 +
+    log(3) rounded to 1e308 gave p = 1 for each of three equal maxima (gradient [0, 1, 1, 0]
+    instead of [-2/3, 1/3, 1/3, 0]), and with z_loss an infinite gradient where 2 lse p is
+    6.7e307; p is now exp(-(max - x) - log(sum exp(x - max)))."""
+    x = np.array([[1e308, 1e308, 1e308, 5.0]])
+    loss, g = mod.cross_entropy(x, [0], reduction="sum", z_loss=z_loss, return_grad=True)
+    p = np.array([1 / 3, 1 / 3, 1 / 3, 0.0])
+    want = p - [1.0, 0.0, 0.0, 0.0] + 2 * z_loss * (1e308 * p)
+    # the z part beyond double is exp(log p + log|2 z lse|): ~709 eps (RTOL[float64] of conftest)
+    np.testing.assert_allclose(g[0], want, rtol=1e-12 if z_loss else 4e-16, atol=0)
 
 
 @pytest.mark.parametrize("mod", [fastxent, fastxent.reference])
