@@ -733,6 +733,7 @@ def leaf_stats(a: np.ndarray, b: np.ndarray) -> Dict[str, Any]:
     """Float arrays a (a result) and b (the same result elsewhere, or the reference, rounded to
     a's dtype): the largest ulp distance (over elements finite in both), the largest over those
     where |b| is a normal number, how many differ, and how many NaN/inf disagree."""
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
     if a.dtype != b.dtype:  # a float64 reference against a float32 result: round it
         b = b.astype(a.dtype)
     wa, wb = a.astype(np.float64), b.astype(np.float64)
