@@ -8,8 +8,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import (as_rows, asarray, float_dtype, float_operand, from_dlpack_if_needed, is_bfloat16,
-                      normalize_axes, result_dtype)
+from ._arrays import (as_rows, asarray, float_dtype, float_operand, is_bfloat16, normalize_axes,
+                      note_written, output_view, result_dtype)
 from ._config import resolve_n_threads
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -132,7 +132,7 @@ def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
     """Check `grad_out` and return it with its row layout (no copy is ever made)."""
     from ._arrays import _layout
 
-    grad_out = from_dlpack_if_needed(grad_out, "grad_out")
+    grad_out = output_view(grad_out, "grad_out")
     if not isinstance(grad_out, np.ndarray):
         raise TypeError(f"`grad_out` must be a NumPy array, got {type(grad_out).__name__}")
     if grad_out.shape != x.shape:
@@ -428,6 +428,8 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
                       grad, grad_layout, gscale, zscale, loss, zl, nt)
     elif zl is not None:
         zl[:] = 0.0
+    if grad_out is not None:
+        note_written(grad_out)
     out = _reduce(loss.reshape(batch), None if zl is None else zl.reshape(batch),
                   reduction, denom, counted, rdt)
     res = [out[0]]
@@ -563,7 +565,8 @@ def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1
     >>> ppl.dtype, float(ppl)
     (dtype('float32'), 4.0)
     """
-    if per_sequence and np.ndim(target) == 0:
+    target = asarray(target, "target")  # DLPack producers too: np.ndim would see an object
+    if per_sequence and target.ndim == 0:
         raise ValueError("`per_sequence=True` needs `target` with a sequence axis (shape (..., T)), "
                          "got a 0-d target")
     loss, t, counted, dt = _nll(logits, target, axis, ignore_index, n_threads, total=not per_sequence)

@@ -57,7 +57,12 @@ def _xent_fake(input, target, weight, ignore_index, reduction, label_smoothing, 
     else:
         shape = ()
     gdt = torch.float64 if input.dtype == torch.float64 else torch.float32
-    g = input.new_empty(input.shape if need_grad else (0,), dtype=gdt)
+    if need_grad:  # the strides of the real gradient: classes-last memory, class dim moved back
+        cls = _class_axis(input.dim())
+        g = input.new_empty(input.shape[:cls] + input.shape[cls + 1:] + input.shape[cls:cls + 1],
+                            dtype=gdt).movedim(-1, cls)
+    else:
+        g = input.new_empty((0,), dtype=gdt)
     return input.new_empty(shape), g
 
 
@@ -127,7 +132,8 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
         If `input` is not on the CPU, or an option is out of range (see
         :func:`fastxent.cross_entropy`).
     RuntimeError
-        On double backward (``create_graph=True``).
+        On double backward (``create_graph=True``), or if `target` or `weight` requires grad
+        (in grad mode): the loss is differentiable with respect to `input` only.
 
     Notes
     -----
@@ -157,6 +163,14 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
                          "pass `input.cpu()` (and `target.cpu()`)")
     if softcap is not None and not softcap > 0:
         raise ValueError(f"`softcap` must be a finite number in (0.0, inf], got {softcap!r}")
+    if torch.is_grad_enabled():  # a gradient that would silently be missing: refused
+        if target.requires_grad:
+            raise RuntimeError("`target` requires grad, but fastxent.torch.cross_entropy is "
+                               "differentiable with respect to `input` only: pass `target.detach()` "
+                               "(F.cross_entropy differentiates probability targets)")
+        if weight is not None and weight.requires_grad:
+            raise RuntimeError("`weight` requires grad; the loss is not differentiable with respect to "
+                               "`weight` (as in F.cross_entropy): pass `weight.detach()`")
     need_grad = torch.is_grad_enabled() and input.requires_grad
     loss, _ = _xent_op(input, target, weight, int(ignore_index), reduction, float(label_smoothing),
                        float(z_loss), 0.0 if softcap is None else float(softcap), need_grad)
