@@ -35,6 +35,8 @@ import importlib
 import itertools
 import math
 import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -105,6 +107,24 @@ try:
     _hyp_settings.load_profile("fastxent")
 except ImportError:
     pass
+
+
+def run_python(code: str, timeout: float, env=None):
+    """Run `code` in a fresh interpreter (new session, killed as a group on timeout)."""
+    e = dict(os.environ)
+    here = os.path.dirname(os.path.abspath(__file__))  # tests/: `import test_hardening` works
+    e["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.dirname(os.path.dirname(fastxent.__file__)),
+                                                  here, e.get("PYTHONPATH", "")] if p)
+    e.update(env or {})
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=e, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, 9)
+        out, err = p.communicate()
+        return None, out, err
+    return p.returncode, out, err
 
 
 # --------------------------------------------------------------------------- optional packages
