@@ -392,6 +392,22 @@ def fx():
     return fastxent
 
 
+#: the ISA the session started on: the best this CPU runs, or the one FASTXENT_ISA caps it at
+SESSION_ISA = fastxent.show_config(print_out=False)["isa"]
+
+
+@pytest.fixture(autouse=True)
+def _session_isa():
+    """Every test starts (and ends) on SESSION_ISA.  Tests that restore with ``set_isa(None)``
+    (the best ISA, whatever FASTXENT_ISA says) used to leave the rest of the suite on AVX-512, so
+    that ``FASTXENT_ISA=avx2 pytest`` tested AVX2 only up to the first of them."""
+    if fastxent.show_config(print_out=False)["isa"] != SESSION_ISA:
+        fastxent.set_isa(SESSION_ISA)
+    yield
+    if fastxent.show_config(print_out=False)["isa"] != SESSION_ISA:
+        fastxent.set_isa(SESSION_ISA)
+
+
 @pytest.fixture(params=fastxent.available_isas())
 def isa(request):
     """Run a test with the kernels capped at each instruction set this CPU can run."""

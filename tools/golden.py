@@ -15,6 +15,7 @@ CPU runs, and compares a digest of each output with the one committed in
     python tools/golden.py check -k 'softmax/float16' --ref        # + ulp against reference
     python tools/golden.py dump old.npz -k 'ce_grad/bfloat16'      # values of the cases, to
     python tools/golden.py check -k 'ce_grad/bfloat16' --against old.npz  # compare builds
+    python tools/golden.py isas --every 4      # ulp of every ISA against the reference
     python tools/golden.py list                # the case names
 
 A digest is the first 16 hex digits of the sha256 of each output's dtype, shape and bytes
@@ -121,7 +122,7 @@ def _normal_cached(key: str, shape: Tuple[int, ...], scale: float) -> np.ndarray
 
 
 def _bf16_bits(f32: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bits, round to nearest even (finite input)."""
+    """float32 -> bfloat16 bits, round to nearest even (finite values, infinities, the default NaN)."""
     u = f32.view(np.uint32).astype(np.uint64)
     return ((u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)).astype(np.uint16)
 
@@ -728,6 +729,31 @@ def _is_float(dt: np.dtype) -> bool:
     return dt.kind == "f" or dt == BF16
 
 
+def leaf_stats(a: np.ndarray, b: np.ndarray) -> Dict[str, Any]:
+    """Float arrays a (a result) and b (the same result elsewhere, or the reference, rounded to
+    a's dtype): the largest ulp distance (over elements finite in both), the largest over those
+    where |b| is a normal number, how many differ, and how many NaN/inf disagree."""
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
+    if a.dtype != b.dtype:  # a float64 reference against a float32 result: round it
+        b = b.astype(a.dtype)
+    wa, wb = a.astype(np.float64), b.astype(np.float64)
+    special = (np.isnan(wa) != np.isnan(wb)) | ((np.isinf(wa) | np.isinf(wb)) & (wa != wb))
+    both = np.isfinite(wa) & np.isfinite(wb)
+    ulp = np.where(both, np.abs(_ordered(np.ascontiguousarray(a)) - _ordered(np.ascontiguousarray(b))), 0)
+    tiny = float(np.finfo(np.float32 if a.dtype == BF16 else a.dtype).tiny)
+    normal = np.where(np.abs(wb) >= tiny, ulp, 0)
+    st: Dict[str, Any] = {"ulp": int(ulp.max()) if ulp.size else 0,
+                          "ulp_normal": int(normal.max()) if ulp.size else 0,
+                          "n_diff": int(np.count_nonzero(ulp)), "n_special": int(np.count_nonzero(special))}
+    if st["ulp"]:
+        i = np.unravel_index(int(np.argmax(ulp)), ulp.shape)
+        st["at"], st["values"] = tuple(int(k) for k in i), (float(wa[i]), float(wb[i]))
+    if st["n_special"]:
+        i = np.unravel_index(int(np.argmax(special)), special.shape)
+        st["special_at"], st["special_values"] = tuple(int(k) for k in i), (float(wa[i]), float(wb[i]))
+    return st
+
+
 def compare_values(new: Any, old: Any) -> str:
     """The largest ulp difference per output, and where specials (NaN/inf) disagree."""
     parts = []
@@ -747,23 +773,82 @@ def compare_values(new: Any, old: Any) -> str:
             elif np.count_nonzero(a != b):
                 parts.append(f"{path}: {int(np.count_nonzero(a != b))} elements differ")
             continue
-        if a.dtype != b.dtype:  # a float64 reference against a float32 result: round it
-            b = b.astype(a.dtype)
-        wa, wb = a.astype(np.float64), b.astype(np.float64)
-        special = (np.isnan(wa) != np.isnan(wb)) | (np.isinf(wa) & (wa != wb)) | (np.isinf(wb) & (wa != wb))
-        both = np.isfinite(wa) & np.isfinite(wb)
-        ulp = np.abs(_ordered(np.ascontiguousarray(a)) - _ordered(np.ascontiguousarray(b)))
-        ulp = np.where(both, ulp, 0)
-        if not special.any() and not (ulp.size and ulp.max() > 0):
+        st = leaf_stats(a, b)
+        if not st["ulp"] and not st["n_special"]:
             continue
-        txt = f"{path}: max {int(ulp.max()) if ulp.size else 0} ulp"
-        if ulp.size and ulp.max() > 0:
-            i = np.unravel_index(int(np.argmax(ulp)), ulp.shape)
-            txt += f" at {tuple(int(k) for k in i)} ({wa[i]!r} vs {wb[i]!r}), {int(np.count_nonzero(ulp))} differ"
-        if special.any():
-            txt += f", {int(np.count_nonzero(special))} NaN/inf disagree"
+        txt = f"{path}: max {st['ulp']} ulp ({st['ulp_normal']} where normal)"
+        if st["ulp"]:
+            txt += f" at {st['at']} ({st['values'][0]!r} vs {st['values'][1]!r}), {st['n_diff']} differ"
+        if st["n_special"]:
+            txt += (f", {st['n_special']} NaN/inf disagree (first at {st['special_at']}: "
+                    f"{st['special_values'][0]!r} vs {st['special_values'][1]!r})")
         parts.append(txt)
     return "; ".join(parts) or "every output bitwise equal"
+
+
+def cmd_isas(args) -> int:
+    """Cross-ISA accuracy: per case and float output, each ISA's ulp distance to the reference
+    (rounded to the output dtype) and to the other ISAs; NaN/inf disagreements in full."""
+    isas, _ = _isas(args.isa)
+    cases = _select(all_cases(), args.k, 4 if args.quick else args.every)
+    worst: Dict[Tuple[str, str], Dict[str, Tuple[int, str]]] = {}
+    specials = []
+    t0 = time.time()
+    for i, case in enumerate(cases):
+        _progress(i, len(cases), t0, case.name)
+        res = run_case(case, isas, (1,), keep=True)
+        outs = {isa: dict(flatten(r.get("values"))) for isa, r in res.items()}
+        ref = None
+        if case.has_ref:
+            try:
+                ref = dict(flatten(case.runner()(fastxent.reference, 1)))
+            except Exception as e:  # noqa: BLE001
+                specials.append(f"{case.name}: the reference raised {type(e).__name__}: {e}")
+        fam = "/".join(case.name.split("/")[:3])
+        for path in outs[isas[0]]:
+            leaves = {isa: np.asarray(outs[isa][path]) for isa in isas}
+            if not _is_float(leaves[isas[0]].dtype):
+                for isa in isas[1:]:
+                    if leaves[isa].shape == leaves[isas[0]].shape and np.count_nonzero(leaves[isa] != leaves[isas[0]]):
+                        specials.append(f"{case.name} {path}: {isa} vs {isas[0]}: "
+                                        f"{int(np.count_nonzero(leaves[isa] != leaves[isas[0]]))} elements differ")
+                continue
+            row = worst.setdefault((fam, path.split(".")[0] if "." in path and path[0].isdigit() else path), {})
+            for isa in isas:
+                for other in isas:
+                    if other <= isa:
+                        continue
+                    st = leaf_stats(leaves[isa], leaves[other])
+                    if st["n_special"]:
+                        specials.append(f"{case.name} {path}: {isa} vs {other}: {st['n_special']} NaN/inf "
+                                        f"disagree, first at {st['special_at']}: {st['special_values']}")
+                if ref is not None and path in ref:
+                    st = leaf_stats(leaves[isa], np.asarray(ref[path]))
+                    key = f"{isa}"
+                    if st["ulp_normal"] > row.get(key, (-1, ""))[0]:
+                        row[key] = (st["ulp_normal"], f"{case.name} {path} {st.get('at')} {st.get('values')}")
+                    if st["n_special"]:
+                        specials.append(f"{case.name} {path}: {isa} vs reference: {st['n_special']} NaN/inf "
+                                        f"disagree, first at {st['special_at']}: {st['special_values']}")
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"# {len(cases)} cases, ISAs {', '.join(isas)}, {time.time() - t0:.0f} s")
+    print("# largest ulp distance to the reference rounded to the output dtype, where it is a normal "
+          "number, per op/dtype and output")
+    print(f"{'case family':<40} {'output':<22} " + " ".join(f"{i:>9}" for i in isas))
+    for (fam, path), row in sorted(worst.items()):
+        if not row:
+            continue
+        print(f"{fam:<40} {path[:22]:<22} " + " ".join(f"{row.get(i, (-1,))[0]:>9}" for i in isas))
+    if args.verbose:
+        for (fam, path), row in sorted(worst.items()):
+            for isa, (u, where) in sorted(row.items()):
+                if u > 2:
+                    print(f"  {isa} {u} ulp: {where}")
+    print(f"# {len(specials)} NaN/inf or integer disagreements")
+    for line in specials:
+        print("  " + line)
+    return 0
 
 
 # --------------------------------------------------------------------------- environment
@@ -947,7 +1032,9 @@ def cmd_check(args) -> int:
         golden = json.load(f)
     isas, missing = _isas(args.isa)
     recorded = set(isa for e in golden["cases"].values() for isa in e["digests"])
-    skipped = sorted(set(missing) | (recorded - set(isas) if not args.isa else set()))
+    avail = set(fastxent.available_isas())
+    skipped = {i: "this CPU cannot run it" if i not in avail else "not asked for"
+               for i in sorted((recorded | set(missing)) - set(isas))}
     threads = _threads(args.threads)
     by_name = {c.name: c for c in all_cases()}
     names = [c.name for c in _select(list(by_name.values()), args.k, 4 if args.quick else args.every)]
@@ -1001,8 +1088,8 @@ def cmd_check(args) -> int:
                 if golden["environment"].get(k) != v}
     print(f"golden: {compared} case x ISA digests compared ({len(known)} cases, ISAs {', '.join(isas)}; "
           f"threads {', '.join(map(str, threads))}) in {dt:.1f} s: {failures} changed")
-    if skipped:
-        print(f"golden: skipped ISAs {', '.join(skipped)} (not available on this CPU or not asked for)")
+    for i, why in skipped.items():
+        print(f"golden: skipped ISA {i} ({why})")
     if new:
         print(f"golden: {len(new)} cases not in the golden file (record them): {new[:5]}...")
     if gone:
@@ -1040,7 +1127,7 @@ def cmd_list(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="tools/golden.py", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("record", "check", "dump", "list", "_digests"):
+    for name in ("record", "check", "dump", "list", "isas", "_digests"):
         s = sub.add_parser(name, help=argparse.SUPPRESS) if name.startswith("_") else sub.add_parser(name)
         s.add_argument("-k", metavar="REGEX", help="only the cases whose name matches")
         if name != "list":
@@ -1049,7 +1136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if name in ("record", "check"):
             s.add_argument("--file", default=GOLDEN, help="the golden file (default: %(default)s)")
             s.add_argument("--threads", help="comma-separated thread counts (default: 1,2,3,None)")
-        if name in ("check", "list"):
+        if name in ("check", "list", "isas"):
             s.add_argument("--quick", action="store_true", help="one case in four (--every 4)")
             s.add_argument("--every", type=int, default=1, metavar="N", help="one case in N")
         if name == "check":
@@ -1061,6 +1148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             s.add_argument("out", help="the .npz file to write")
         if name == "_digests":
             s.add_argument("out")
+        if name == "isas":
+            s.add_argument("-v", "--verbose", action="store_true", help="where each > 2 ulp maximum is")
         if name == "record":
             s.add_argument("--no-numpy-variant", action="store_true",
                            help="skip the second pass with NumPy's AVX-512 loops disabled")
@@ -1069,7 +1158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import warnings
     warnings.simplefilter("ignore")
     return {"record": cmd_record, "check": cmd_check, "dump": cmd_dump, "list": cmd_list,
-            "_digests": cmd_digests}[args.cmd](args)
+            "isas": cmd_isas, "_digests": cmd_digests}[args.cmd](args)
 
 
 if __name__ == "__main__":
