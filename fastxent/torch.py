@@ -21,10 +21,9 @@ except ImportError as e:  # pragma: no cover - exercised without torch
 import numpy as np
 
 from . import losses as _losses
+from ._validate import REDUCTIONS
 
 __all__ = ["cross_entropy", "CrossEntropyLoss"]
-
-_REDUCTIONS = ("none", "mean", "sum")
 
 
 def _class_axis(ndim: int) -> int:
@@ -156,7 +155,7 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(f"`input` and `target` must be torch tensors, got {type(input).__name__} and "
                         f"{type(target).__name__} (use fastxent.cross_entropy for NumPy arrays)")
-    if reduction not in _REDUCTIONS:
+    if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'mean', 'sum', got {reduction!r}")
     if input.device.type != "cpu":
         raise ValueError(f"`input` is on device {input.device}; fastxent computes on the CPU: "
