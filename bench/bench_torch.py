@@ -1,30 +1,56 @@
 """Forward + backward of fastxent.torch.cross_entropy vs torch.nn.functional.cross_entropy.
 
-    python bench/bench_torch.py [--repeat 5] [--quick]
+    python bench/bench_torch.py [--repeat 7] [--quick]
 
 One run, side by side: (2048, 32000) and (512, 128256) logits in float32 and bfloat16 with
-1 thread and all threads (both libraries set to the same count), then the per-call overhead on
-an (8, 10) input.  Times are the best of `--repeat` runs; quote the ratio column (same run).
+1 thread and all threads (both libraries set to the same count), then the per-call cost on an
+(8, 10) input.  Each step is ``x.grad = None; loss_fn(x, t).backward()`` on a leaf tensor (so
+each library allocates its gradient, as in training).  The two libraries are timed
+interleaved, call by call; the times are medians of `--repeat` calls, and the ratio column
+compares the two medians of the same run.
+
+The same run measures the machine: the memory read bandwidth (a plain C sum of a large
+array), the time to write a warm buffer the size of the gradient, and the time to allocate
+and write a fresh one (NumPy's allocation, which asks for transparent huge pages, and torch's,
+which does not): a fresh gradient costs its page faults, and both libraries pay them.  The
+"floor" column is the time that the bytes fastxent must move take at the measured bandwidth:
+reading the logits once and writing the gradient once (a fresh buffer, at the measured
+fresh-write rate).  "faults" are minor page faults per step (getrusage).
 """
 import argparse
 import os
+import resource
+import statistics
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import fastxent
 import fastxent.torch as fxt
+from fastxent import _bench, _core
 
 
-def best_time(fn, repeat, number=1):
-    best = float("inf")
+def faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def interleaved(fns, repeat, number=1):
+    """Median seconds per call and minor page faults per call of each fn, timed in turn."""
+    for fn in fns:  # warm-up (OpenMP pools, torch's first-call paths)
+        fn()
+    times = [[] for _ in fns]
+    flts = [[] for _ in fns]
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best
+        for i, fn in enumerate(fns):
+            f0 = faults()
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times[i].append((time.perf_counter() - t0) / number)
+            flts[i].append((faults() - f0) / number)
+    return [statistics.median(t) for t in times], [statistics.median(f) for f in flts]
 
 
 def fwd_bwd(loss_fn, x, t):
@@ -34,41 +60,104 @@ def fwd_bwd(loss_fn, x, t):
     return run
 
 
-def main():
+def thp_mode() -> str:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            s = f.read()
+        return s[s.index("[") + 1:s.index("]")]
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def write_rates(nbytes, threads, repeat):
+    """GB/s of: writing a warm buffer; allocating and writing a fresh one (NumPy, torch)."""
+    warm = np.empty(nbytes // 4, dtype=np.float32)
+    warm.fill(0.0)
+    src = torch.from_numpy(warm)
+    out = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        fns = [lambda: src.fill_(1.0),
+               lambda: torch.from_numpy(np.empty(nbytes // 4, dtype=np.float32)).fill_(1.0),
+               lambda: torch.empty(nbytes // 4, dtype=torch.float32).fill_(1.0)]
+        (t_warm, t_np, t_torch), _ = interleaved(fns, repeat)
+        out[n] = {"warm": nbytes / t_warm / 1e9, "fresh_numpy": nbytes / t_np / 1e9,
+                  "fresh_torch": nbytes / t_torch / 1e9}
+    del warm, src
+    return out
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="the (2048, 32000) float32 row only")
-    args = ap.parse_args()
-    n_all = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    shapes = [(2048, 32000)] if args.quick else [(2048, 32000), (512, 128256)]
-    dtypes = [torch.float32] if args.quick else [torch.float32, torch.bfloat16]
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="the (2048, 32000) rows only, 3 calls each")
+    args = ap.parse_args(argv)
+    repeat = 3 if args.quick else args.repeat
+    machine = _bench.machine_info()
+    n_all = machine["cpus_usable"]
     threads = sorted({1, n_all})
-    print(f"torch {torch.__version__}, fastxent {fastxent.__version__}, {n_all} CPUs; best of {args.repeat}")
-    print("| shape | dtype | threads | torch F.cross_entropy ms | fastxent.torch ms | speed-up |")
-    print("|---|---|---:|---:|---:|---:|")
+    shapes = [(2048, 32000)] if args.quick else [(2048, 32000), (512, 128256)]
+    dtypes = [torch.float32, torch.bfloat16]
+    prev_fx, prev_torch = fastxent.get_num_threads(), torch.get_num_threads()
+    print(f"machine: {_bench.machine_summary(machine)}; load average {machine['loadavg']}")
+    print(f"torch {torch.__version__} (CPU kernels: {torch.backends.cpu.get_cpu_capability()}), "
+          f"fastxent {fastxent.__version__} (kernels: {machine['fastxent']['isa']}), numpy {np.__version__}; "
+          f"transparent huge pages: {thp_mode()}")
+    print(f"threads: each row sets torch.set_num_threads(n) and fastxent.set_num_threads(n); "
+          f"n in {threads}; times are medians of {repeat} interleaved calls")
+
+    bw = _bench.read_bandwidth(512, threads, repeat=repeat)
+    gbytes = max(s[0] * s[1] for s in shapes) * 4
+    wr = write_rates(gbytes, threads, repeat)
+    print("\nmemory, measured now (GB/s):")
+    print("| threads | read (C sum, 512 MiB) | write, warm buffer | allocate + write, NumPy | "
+          "allocate + write, torch |")
+    print("|---:|---:|---:|---:|---:|")
+    for n in threads:
+        print(f"| {n} | {bw[n]['median_gb_per_s']:.1f} | {wr[n]['warm']:.1f} | {wr[n]['fresh_numpy']:.1f} | "
+              f"{wr[n]['fresh_torch']:.1f} |")
+
+    print("\nforward + backward, x.grad = None; cross_entropy(x, t).backward() (mean over rows):")
+    print("| shape | dtype | threads | torch ms | fastxent.torch ms | torch / fastxent | floor ms | "
+          "faults torch | faults fastxent |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     g = torch.Generator().manual_seed(0)
-    for shape in shapes:
-        x0 = torch.randn(shape, generator=g)
-        t = torch.randint(0, shape[1], (shape[0],), generator=g)
-        for dt in dtypes:
-            x = x0.to(dt).requires_grad_()
-            for n in threads:
-                torch.set_num_threads(n)
-                prev = fastxent.set_num_threads(n)
-                try:
-                    ref = best_time(fwd_bwd(F.cross_entropy, x, t), args.repeat)
-                    ours = best_time(fwd_bwd(fxt.cross_entropy, x, t), args.repeat)
-                finally:
-                    fastxent.set_num_threads(prev)
-                print(f"| {shape} | {str(dt).split('.')[1]} | {n} | {ref * 1e3:.1f} | {ours * 1e3:.1f} | "
-                      f"{ref / ours:.2f} |")
-    torch.set_num_threads(1)
-    x = torch.randn(8, 10, requires_grad=True)
-    t = torch.randint(0, 10, (8,))
-    ref = best_time(fwd_bwd(F.cross_entropy, x, t), args.repeat, number=2000)
-    ours = best_time(fwd_bwd(fxt.cross_entropy, x, t), args.repeat, number=2000)
-    print(f"\nper-call overhead, (8, 10) float32 fwd+bwd: torch {ref * 1e6:.1f} us, "
-          f"fastxent.torch {ours * 1e6:.1f} us (ratio {ours / ref:.2f}x torch's)")
+    try:
+        for shape in shapes:
+            x0 = torch.randn(shape, generator=g)
+            t = torch.randint(0, shape[1], (shape[0],), generator=g)
+            for dt in dtypes:
+                x = x0.to(dt, copy=True).requires_grad_()  # a leaf of its own (x0.to(float32) is x0)
+                nbytes = x.numel() * x.element_size()
+                for n in threads:
+                    torch.set_num_threads(n)
+                    fastxent.set_num_threads(n)
+                    # the two results agree before they are timed
+                    la, lb = F.cross_entropy(x, t), fxt.cross_entropy(x, t)
+                    torch.testing.assert_close(lb, la, rtol=2e-2 if dt == torch.bfloat16 else 1e-5, atol=0)
+                    (ta, tb), (fa, fb) = interleaved([fwd_bwd(F.cross_entropy, x, t),
+                                                      fwd_bwd(fxt.cross_entropy, x, t)], repeat)
+                    floor = nbytes / (bw[n]["median_gb_per_s"] * 1e9) + nbytes / (wr[n]["fresh_numpy"] * 1e9)
+                    print(f"| {shape} | {str(dt).split('.')[1]} | {n} | {ta * 1e3:.1f} | {tb * 1e3:.1f} | "
+                          f"{ta / tb:.2f} | {floor * 1e3:.1f} | {fa:.0f} | {fb:.0f} |", flush=True)
+                del x
+        torch.set_num_threads(1)
+        fastxent.set_num_threads(1)
+        x = torch.randn(8, 10, requires_grad=True)
+        t = torch.randint(0, 10, (8,))
+        (ta, tb), _ = interleaved([fwd_bwd(F.cross_entropy, x, t), fwd_bwd(fxt.cross_entropy, x, t)],
+                                  repeat, number=2000)
+        (na, nb), _ = interleaved([lambda: F.cross_entropy(x.detach(), t), lambda: fxt.cross_entropy(x.detach(), t)],
+                                  repeat, number=2000)
+    finally:
+        torch.set_num_threads(prev_torch)
+        fastxent.set_num_threads(prev_fx)
+    print("\nper call, (8, 10) float32, 1 thread:")
+    print("| step | torch us | fastxent.torch us | fastxent / torch |")
+    print("|---|---:|---:|---:|")
+    print(f"| forward + backward | {ta * 1e6:.1f} | {tb * 1e6:.1f} | {tb / ta:.2f} |")
+    print(f"| forward, no grad | {na * 1e6:.1f} | {nb * 1e6:.1f} | {nb / na:.2f} |")
+    print(f"\nload average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -138,8 +138,11 @@ def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
     if grad_out.shape != x.shape:
         raise ValueError(f"`grad_out` has shape {grad_out.shape}, `logits` has shape {x.shape}")
     want = result_dtype(x.dtype)
-    if grad_out.dtype != want:
-        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient of {x.dtype} logits is {want}")
+    # 16-bit logits: float32, or their own dtype (the kernel rounds each entry once)
+    own = x.dtype.itemsize == 2 and (is_bfloat16(grad_out.dtype) if is_bfloat16(x.dtype) else grad_out.dtype == x.dtype)
+    if grad_out.dtype != want and not own:
+        also = f" or {x.dtype}" if x.dtype.itemsize == 2 else ""
+        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient of {x.dtype} logits is {want}{also}")
     if not grad_out.flags.writeable:
         raise ValueError("`grad_out` is read-only")
     if not grad_out.flags.aligned:  # checked here: the layout check below would blame the class axis
@@ -294,10 +297,11 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
     grad_out : ndarray, optional
         Where to write the gradient (requires `return_grad`): an array of the
         logits' shape and of the gradient's dtype (float64 for float64 logits,
-        float32 otherwise), aligned, with a contiguous class axis.  For float32
-        and float64 logits it may be the `logits` array itself, which is then
-        overwritten in place (as Liger does); the numbers are the same as with
-        a separate buffer.
+        float32 otherwise; for float16 and bfloat16 logits also their own
+        dtype, each entry then the float32 one rounded to nearest even),
+        aligned, with a contiguous class axis.  It may be the `logits` array
+        itself, which is then overwritten in place (as Liger does); the numbers
+        are the same as with a separate buffer.
     n_threads : int, optional
         Threads to use (None: `get_num_threads`; -1: all CPUs).
 
