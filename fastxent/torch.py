@@ -22,6 +22,7 @@ Importing ``fastxent`` never imports torch; importing this module needs it.
 """
 import collections
 import math
+import operator
 import weakref
 from typing import Any, Dict, Optional, Tuple
 
@@ -40,10 +41,9 @@ from ._config import resolve_n_threads
 __all__ = ["cross_entropy", "CrossEntropyLoss", "empty_cache"]
 
 # torch dtype -> (NumPy dtype of the storage the kernels read, torch dtype they compute the loss in)
-_KERNEL_DTYPES = {torch.float32: (np.dtype(np.float32), torch.float32),
-                  torch.float64: (np.dtype(np.float64), torch.float64),
-                  torch.float16: (np.dtype(np.float16), torch.float32),
-                  torch.bfloat16: (BF16_RAW, torch.float32)}
+_KERNEL_DTYPES: Dict[Any, Tuple[np.dtype, Any]] = {
+    torch.float32: (np.dtype(np.float32), torch.float32), torch.float64: (np.dtype(np.float64), torch.float64),
+    torch.float16: (np.dtype(np.float16), torch.float32), torch.bfloat16: (BF16_RAW, torch.float32)}
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _I64 = (-2 ** 63, 2 ** 63)
@@ -397,9 +397,13 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
     if input.device.type != "cpu":
         raise ValueError(f"`input` is on device {input.device}; fastxent computes on the CPU: "
                          "pass `input.cpu()` (and `target.cpu()`)")
+    try:  # an int for the custom op's schema (a float is not silently truncated)
+        ignore_index = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
     # every other argument is checked by the forward (fastxent.cross_entropy's checks and messages)
     need_grad = torch.is_grad_enabled() and input.requires_grad
-    args = (input, target, weight, int(ignore_index), reduction, float(label_smoothing), float(z_loss),
+    args = (input, target, weight, ignore_index, reduction, float(label_smoothing), float(z_loss),
             None if softcap is None else float(softcap), need_grad)
     if _eager(input, target, weight):
         return _Xent.apply(*args)
