@@ -30,6 +30,7 @@ typedef struct {
 #define FX_PAIR_BLOCK 2048 /* token_stats: blocks of two arrays (x and y) at once */
 #define FX_SMALL_COLS 64 /* rows up to this many classes are computed FX_W rows at a time */
 #define FX_MAX_STORED_BLOCKS 64 /* rows up to 64 blocks: the gradient pass rescales stored exps */
+#define FX_STREAM_MIN_BYTES (16 << 20) /* a gradient output this large: non-temporal stores */
 
 static inline fx_state fx_state_combine(fx_state a, fx_state b)
 {
