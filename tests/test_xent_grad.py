@@ -247,6 +247,49 @@ def test_16bit_grad_out_paths_threads_in_place(fx, isa, rng, case, dtype):
     assert _same_bits(buf, want), "in place over the logits"
 
 
+@pytest.mark.parametrize("opt", ["plain", "smooth_z_softcap"])
+@pytest.mark.parametrize("dtype,gdtype", [(np.float32, np.float32), (np.float64, np.float64)]
+                         + [(d, np.float32) for d in float16_dtypes()] + [(d, d) for d in float16_dtypes()],
+                         ids=lambda d: np.dtype(d).name)
+def test_large_gradient_streamed_as_in_row_chunks(fx, rng, opt, dtype, gdtype):
+    """A gradient of 16 MiB or more (written with non-temporal stores, through a per-thread
+    row) holds the bits of the same rows computed in calls below that size, with 1 or 2
+    threads, rows starting at any alignment (4099 classes), in a strided-rows grad_out."""
+    _check_streamed(fx, rng, opt, dtype, gdtype)
+
+
+@pytest.mark.parametrize("gdtype", [np.float32] + float16_dtypes()[-1:], ids=lambda d: np.dtype(d).name)
+def test_large_gradient_streamed_every_isa(fx, isa, rng, gdtype):
+    """The same with each instruction set's non-temporal stores (16, 32 or 64 bytes)."""
+    _check_streamed(fx, rng, "plain", gdtype, gdtype)
+
+
+def _check_streamed(fx, rng, opt, dtype, gdtype):
+    rows, cols = 2100, 4099
+    assert rows * cols * np.dtype(gdtype).itemsize >= 16 << 20  # the streamed size
+    logits = logits_like(rng, (rows, cols), dtype)
+    target = targets_for(rng, logits.shape, -1, ignore_frac=0.1)
+    opts = options(opt, rng, cols)
+    want_loss = np.empty(rows)
+    want = np.empty((rows, cols), gdtype)
+    for r0 in range(0, rows, 256):  # 256 rows: at most 8.4 MB
+        sl = slice(r0, r0 + 256)
+        loss, _ = fx.cross_entropy(logits[sl], target[sl], reduction="none", return_grad=True,
+                                   grad_out=want[sl], **opts)
+        want_loss[sl] = loss
+    for n_threads in (1, 2):
+        big = np.full((rows, cols + 3), np.nan, gdtype)  # rows 4102 elements apart
+        out = big[:, :cols]
+        loss, _ = fx.cross_entropy(logits, target, reduction="none", return_grad=True, grad_out=out,
+                                   n_threads=n_threads, **opts)
+        assert np.array_equal(loss, want_loss.astype(loss.dtype))
+        if np.dtype(gdtype).itemsize == 2:
+            assert _same_bits(out, want), f"n_threads={n_threads}"
+        else:
+            assert np.array_equal(out, want, equal_nan=True), f"n_threads={n_threads}"
+        assert np.isnan(big[:, cols:].astype(np.float32)).all()  # nothing written past a row
+
+
 def test_16bit_grad_out_of_the_other_16bit_dtype_is_refused(fx, rng):
     logits = logits_like(rng, (4, 9), np.float16)
     target = targets_for(rng, logits.shape, -1)
