@@ -48,16 +48,59 @@ def from_dlpack_if_needed(x: Any, name: str) -> Any:
 
     Torch tensors, JAX arrays and the like go through DLPack (bfloat16 included, whether or
     not ml_dtypes is installed); a torch tensor that requires grad is read through
-    ``detach()`` (its values, not its graph).  Anything else is returned unchanged.
+    ``detach()`` (its values, not its graph); a view of a JAX array is read-only.  Anything
+    else is returned unchanged.
     """
     if isinstance(x, np.ndarray) or not hasattr(type(x), "__dlpack__"):
         return x
-    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
+    if _is_torch(x) and getattr(x, "requires_grad", False):
         x = x.detach()
+    if _is_jax(x) and any(c.__name__ == "Tracer" for c in type(x).__mro__):
+        raise TypeError(f"`{name}` is a JAX tracer ({type(x).__name__}): fastxent was called inside "
+                        "jax.jit, jax.grad or jax.vmap, but it computes on concrete arrays; call it "
+                        "outside the transformed function (or inside it through `jax.pure_callback`)")
     from . import _core
 
     a, bf16 = _core.dlpack_view(x, name)
-    return a.view(_bfloat16_dtype()) if bf16 else a
+    if bf16:
+        a = a.view(_bfloat16_dtype())
+    if _is_jax(x):  # immutable, but JAX exports the legacy protocol (no read-only flag)
+        a.flags.writeable = False
+    return a
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _is_jax(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] in ("jax", "jaxlib")
+
+
+def output_view(x: Any, name: str) -> Any:
+    """`x`, an output argument (`grad_out`), as a writable ndarray view when it is a DLPack
+    producer; refuses what must not be written behind its owner's back (JAX arrays are
+    immutable; a torch tensor that requires grad is autograd's).  See `note_written`."""
+    if _is_jax(x):
+        raise TypeError(f"`{name}` is a JAX array; JAX arrays are immutable, so fastxent cannot write "
+                        f"into one: leave `{name}` out (the result comes back as a NumPy array, which "
+                        "`jnp.asarray` turns into a JAX array) or pass a NumPy array")
+    if _is_torch(x) and getattr(x, "requires_grad", False):
+        raise ValueError(f"`{name}` requires grad; fastxent writes into it in place, which autograd "
+                         "cannot record: pass a tensor that does not require grad (for example "
+                         "`torch.empty_like(logits, dtype=torch.float32)`), or use "
+                         "fastxent.torch.cross_entropy, which is differentiable")
+    return from_dlpack_if_needed(x, name)
+
+
+def note_written(x: Any) -> None:
+    """After writing into the output argument `x`: a torch tensor's version counter goes up (as
+    torch's own in-place operations do), so that autograd refuses a backward through a graph
+    that saved its old values instead of silently using the new ones."""
+    if _is_torch(x):
+        import torch
+
+        torch.autograd.graph.increment_version(x)
 
 
 def asarray(x: Any, name: str, keep_bf16: bool = False) -> np.ndarray:

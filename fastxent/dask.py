@@ -3,7 +3,8 @@
 `cross_entropy`, `perplexity`, `token_stats` and `evaluate` take `dask.array` inputs
 chunked along the rows (any chunking of the leading axes; the class axis in one
 chunk).  Each block is handed to the C kernels of fastxent as it is (no copy of the
-logits); totals are combined in a tree of per-block exact partial sums
+logits): a NumPy array, or any CPU object with ``__dlpack__`` (a torch tensor, a JAX
+array; bfloat16 blocks need ml_dtypes only to give the dask array its dtype); totals are combined in a tree of per-block exact partial sums
 (`fastxent.Evaluator` states), so the result does not depend on the chunking or
 on the order in which blocks finish.  `from_npy` builds such an array from
 ``.npy`` shards, memory-mapped by the tasks that read them.
@@ -39,7 +40,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without dask
                       f"({_e})") from _e
 
 from . import losses as _losses
-from ._arrays import float_dtype, pair_dtype, result_dtype
+from ._arrays import _bfloat16_dtype, float_dtype, from_dlpack_if_needed, pair_dtype, result_dtype
 from .evaluate import Evaluator, TokenStats, _ExactSum, _OUTPUTS, _BOOL, _NEED_REF
 from .evaluate import token_stats as _token_stats
 
@@ -61,16 +62,45 @@ def _known(a, name: str):
                          "first")
 
 
+def _numpy_meta(a, name):
+    """`a`, or, when its meta is not a NumPy array (blocks made by torch, as
+    ``x.map_blocks(torch.from_numpy)`` makes them, give a dask array whose dtype is a
+    ``torch.dtype``), the same graph with a NumPy meta of the same dtype."""
+    if isinstance(a.dtype, np.dtype):
+        return a
+    kind = str(a.dtype).rsplit(".", 1)[-1]  # torch.float32 -> float32
+    try:
+        dt = _bfloat16_dtype() if kind == "bfloat16" else np.dtype(kind)
+    except TypeError:
+        raise TypeError(f"`{name}` is a dask array of dtype {a.dtype!r} (its meta is a "
+                        f"{type(a._meta).__module__}.{type(a._meta).__qualname__}), which fastxent "
+                        "does not read") from None
+    return da.Array(a.dask, a.name, a.chunks, meta=np.empty((0,) * a.ndim, dtype=dt))
+
+
+def _ndarray_block(b, arg):
+    return from_dlpack_if_needed(b, arg)
+
+
+def _class_axis_last(a, ax, arg):
+    """`a` with axis `ax` moved last.  Its blocks are read as NumPy views first (zero-copy):
+    dask's transpose applies NumPy's to each block, which torch tensors support only through
+    a deprecated NumPy interface."""
+    a = a.map_blocks(_ndarray_block, arg=arg, dtype=a.dtype, meta=np.empty((0,) * a.ndim, dtype=a.dtype))
+    return da.moveaxis(a, ax, -1)
+
+
 def _prepare(logits, target, ref_logits, axis):
     """Checked inputs with the class axis last: (x, t, ref or None, kernel dtype of the pair)."""
     _need_dask(logits, "logits", "for NumPy arrays use the functions of `fastxent`, or wrap "
                "them with `dask.array.from_array(logits, chunks=(rows, -1))`")
+    logits = _numpy_meta(logits, "logits")
     float_dtype(logits.dtype, "logits", promote_int=False)
     if logits.ndim < 2:
         raise ValueError(f"`logits` must have rows and classes (ndim >= 2), got shape "
                          f"{logits.shape}; use `fastxent` for a single row")
     ax = _losses._class_axis(axis, logits.ndim)
-    x = logits if ax == logits.ndim - 1 else da.moveaxis(logits, ax, -1)
+    x = logits if ax == logits.ndim - 1 else _class_axis_last(logits, ax, "logits")
     _known(x, "logits")
     if len(x.chunks[-1]) != 1:
         raise ValueError(f"`logits` has its class axis (axis {ax}, {x.shape[-1]} classes) split "
@@ -78,6 +108,7 @@ def _prepare(logits, target, ref_logits, axis):
                          f"chunk: rechunk with `logits.rechunk({{{ax}: -1}})`")
     _need_dask(target, "target", "wrap it with `dask.array.from_array(target, "
                "chunks=logits.chunks[:-1])` (the logits' row chunks)")
+    target = _numpy_meta(target, "target")
     if target.dtype.kind not in "iu":
         raise TypeError(f"`target` must hold integer class indices, got dtype {target.dtype}")
     if target.shape != x.shape[:-1]:
@@ -92,11 +123,12 @@ def _prepare(logits, target, ref_logits, axis):
     if ref_logits is not None:
         _need_dask(ref_logits, "ref_logits", "wrap it with `dask.array.from_array` chunked "
                    "like `logits`")
+        ref_logits = _numpy_meta(ref_logits, "ref_logits")
         float_dtype(ref_logits.dtype, "ref_logits", promote_int=False)
         if ref_logits.shape != logits.shape:
             raise ValueError(f"`ref_logits` has shape {ref_logits.shape} but `logits` has shape "
                              f"{logits.shape}; they must be equal")
-        ref = ref_logits if ax == logits.ndim - 1 else da.moveaxis(ref_logits, ax, -1)
+        ref = ref_logits if ax == logits.ndim - 1 else _class_axis_last(ref_logits, ax, "ref_logits")
         _known(ref, "ref_logits")
         if ref.chunks != x.chunks:
             raise ValueError(f"`ref_logits` is chunked {ref_logits.chunks} but `logits` is "
@@ -152,11 +184,27 @@ def _tree(parts, combine, split_every):
 def _rowwise(func, out_ndim, x, t, ref=None, dtype=None, **kw):
     """`func(x_block, t_block[, ref_block], **kw)` per block of rows, as a dask array with the
     first `out_ndim` axes of `target` (blockwise with explicit indices: map_blocks would
-    align `target` with the trailing axes of `logits`)."""
+    align `target` with the trailing axes of `logits`).
+
+    The axes reduced here (classes; the sequence with ``per_sequence``) are single chunks, so
+    the blocks are passed as they are (`_one_block`), never through dask's concatenation,
+    which would need NumPy blocks: a block may be any DLPack producer (a torch tensor)."""
     xi, ti = tuple(range(x.ndim)), tuple(range(t.ndim))
-    args = [x, xi, t, ti] + ([] if ref is None else [ref, xi])
-    return da.blockwise(func, tuple(range(out_ndim)), *args, dtype=dtype, concatenate=True,
+    args = [func, None, x, xi, t, ti] + ([] if ref is None else [ref, xi])
+    return da.blockwise(_one_block, tuple(range(out_ndim)), *args, dtype=dtype, concatenate=False,
                         meta=np.empty((0,) * out_ndim, dtype=dtype), **kw)
+
+
+def _one_block(func, *blocks, **kw):
+    """`func` of the blocks, each given by blockwise as itself or as lists of one block (one
+    level per reduced axis, each a single chunk, see `_rowwise`)."""
+    args = []
+    for b in blocks:
+        while isinstance(b, list):
+            assert len(b) == 1, "internal: a reduced axis of `_rowwise` is split into chunks"
+            b = b[0]
+        args.append(b)
+    return func(*args, **kw)
 
 
 def _scalar(delayed_value, dtype):

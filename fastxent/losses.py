@@ -8,8 +8,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import (as_rows, asarray, float_dtype, float_operand, from_dlpack_if_needed, is_bfloat16,
-                      normalize_axes, result_dtype)
+from ._arrays import (as_rows, asarray, float_dtype, float_operand, is_bfloat16, normalize_axes,
+                      note_written, output_view, result_dtype)
 from ._config import resolve_n_threads
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -132,7 +132,7 @@ def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
     """Check `grad_out` and return it with its row layout (no copy is ever made)."""
     from ._arrays import _layout
 
-    grad_out = from_dlpack_if_needed(grad_out, "grad_out")
+    grad_out = output_view(grad_out, "grad_out")
     if not isinstance(grad_out, np.ndarray):
         raise TypeError(f"`grad_out` must be a NumPy array, got {type(grad_out).__name__}")
     if grad_out.shape != x.shape:
@@ -145,15 +145,23 @@ def _grad_layout(grad_out, x: np.ndarray, ax: int, sources):
         raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient of {x.dtype} logits is {want}{also}")
     if not grad_out.flags.writeable:
         raise ValueError("`grad_out` is read-only")
+    # what always works: C order when the class axis is last, else C order with the classes last,
+    # moved to `ax` (a C-contiguous array of the logits' shape has strided classes then)
+    if ax == x.ndim - 1:
+        works = "a C-contiguous array of the logits' shape always works"
+    else:
+        last = x.shape[:ax] + x.shape[ax + 1:] + (x.shape[ax],)
+        works = (f"with the class axis {ax} not last, a C-contiguous array of the logits' shape does not "
+                 f"qualify; np.moveaxis(np.empty({last}, np.{want.name}), -1, {ax}) always works")
     if not grad_out.flags.aligned:  # checked here: the layout check below would blame the class axis
         raise ValueError(f"`grad_out` is not aligned (its {grad_out.dtype} elements must start at addresses "
                          f"that are multiples of {grad_out.itemsize} bytes); it must be an aligned array with "
-                         "a C-contiguous class axis (a C-contiguous array of the logits' shape always works)")
+                         f"a C-contiguous class axis ({works})")
     g = np.moveaxis(grad_out, ax, -1)
     layout = _layout(g)
     if layout is None:
         raise ValueError("`grad_out` must have a contiguous class axis and rows that fold into at most "
-                         "two strided levels (a C-contiguous array of the logits' shape always works)")
+                         f"two strided levels ({works})")
     for name, arr in sources:
         if arr is None or not np.shares_memory(grad_out, arr):
             continue
@@ -432,6 +440,8 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
                       grad, grad_layout, gscale, zscale, loss, zl, nt)
     elif zl is not None:
         zl[:] = 0.0
+    if grad_out is not None:
+        note_written(grad_out)
     out = _reduce(loss.reshape(batch), None if zl is None else zl.reshape(batch),
                   reduction, denom, counted, rdt)
     res = [out[0]]
@@ -567,7 +577,8 @@ def perplexity(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex = -1
     >>> ppl.dtype, float(ppl)
     (dtype('float32'), 4.0)
     """
-    if per_sequence and np.ndim(target) == 0:
+    target = asarray(target, "target")  # DLPack producers too: np.ndim would see an object
+    if per_sequence and target.ndim == 0:
         raise ValueError("`per_sequence=True` needs `target` with a sequence axis (shape (..., T)), "
                          "got a 0-d target")
     loss, t, counted, dt = _nll(logits, target, axis, ignore_index, n_threads, total=not per_sequence)

@@ -302,7 +302,7 @@ def _xent_fake(input, target, weight, ignore_index, reduction, label_smoothing, 
         shape = target.shape if not target.dtype.is_floating_point else input.shape[:ax] + input.shape[ax + 1:]
     else:
         shape = ()
-    if need_grad:  # the layout of _new_grad: classes contiguous
+    if need_grad:  # the strides of the real gradient (_new_grad): classes-last memory, class dim moved back
         rows_shape = tuple(input.shape[:ax]) + tuple(input.shape[ax + 1:]) + tuple(input.shape[ax:ax + 1])
         g = input.new_empty(rows_shape).movedim(-1, ax)
     else:
@@ -384,7 +384,8 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
         If `input` is not on the CPU, or an option is out of range (see
         :func:`fastxent.cross_entropy`).
     RuntimeError
-        On double backward (``create_graph=True``).
+        On double backward (``create_graph=True``), or if `target` or `weight` requires grad
+        (in grad mode): the loss is differentiable with respect to `input` only.
 
     Notes
     -----
@@ -417,6 +418,14 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
         ignore_index = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
+    if torch.is_grad_enabled():  # a gradient that would silently be missing: refused
+        if target.requires_grad:
+            raise RuntimeError("`target` requires grad, but fastxent.torch.cross_entropy is "
+                               "differentiable with respect to `input` only: pass `target.detach()` "
+                               "(F.cross_entropy differentiates probability targets)")
+        if weight is not None and weight.requires_grad:
+            raise RuntimeError("`weight` requires grad; the loss is not differentiable with respect to "
+                               "`weight` (as in F.cross_entropy): pass `weight.detach()`")
     # every other argument is checked by the forward (fastxent.cross_entropy's checks and messages)
     need_grad = torch.is_grad_enabled() and input.requires_grad
     args = (input, target, weight, ignore_index, reduction, float(label_smoothing), float(z_loss),

@@ -57,7 +57,8 @@ try:
 except ImportError:  # numpy < 1.25
     from numpy import AxisError
 
-_USE_ATHERIS = "--plain" not in sys.argv
+# atheris only as a script: tests/test_differential.py imports the decoders below
+_USE_ATHERIS = __name__ == "__main__" and "--plain" not in sys.argv
 if _USE_ATHERIS:
     try:
         import atheris

@@ -35,6 +35,7 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 #   xs, gs = two overlapping (2, 3) views of one buffer (gs starts one element after xs)
 #   gU = a (2, 3) float64 grad_out at byte offset 1 of a uint8 buffer (unaligned)
 #   ev = Evaluator()
+#   gpu = a DLPack producer on a CUDA device    sparse = one whose export fails (as a torch sparse tensor's)
 ROWS = [
     # ---------------------------------------------------------------- logsumexp
     ("logsumexp", "logsumexp(np.ones(3, np.complex64))", TypeError,
@@ -166,6 +167,16 @@ ROWS = [
     ("Evaluator", "Evaluator(ignore_index=-2**63 - 1)", ValueError,
      "`ignore_index` must fit in int64, got -9223372036854775809"),
     ("Evaluator", "ev.merge({})", TypeError, "`other` must be an Evaluator, got dict"),
+    # ---------------------------------------------------------------- DLPack input (torch, JAX, ...)
+    ("cross_entropy", "cross_entropy(gpu, t)", ValueError,
+     "`logits` is on a non-CPU device (CUDA:0, DLPack device type 2); fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor, `jax.device_put(x, jax.devices('cpu')[0])` for a JAX array)"),
+    ("cross_entropy", "cross_entropy(x, t, return_grad=True, grad_out=gpu)", ValueError,
+     "`grad_out` is on a non-CPU device (CUDA:0, DLPack device type 2); fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor, `jax.device_put(x, jax.devices('cpu')[0])` for a JAX array)"),
+    ("Evaluator", "ev.update(x, t, ref_logits=gpu)", ValueError,
+     "`ref_logits` is on a non-CPU device (CUDA:0, DLPack device type 2); fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor, `jax.device_put(x, jax.devices('cpu')[0])` for a JAX array)"),
+    ("softmax", "softmax(sparse)", BufferError,
+     "`x` (test_catalogue.Unexportable) could not be read over DLPack: its __dlpack__() raised BufferError: "
+     "Can't export tensors with layout other than torch.strided"),
 ]
 
 # (bad input, argv after "eval" ({d}: a temporary directory holding the files below), message;
@@ -214,6 +225,22 @@ CLI_ROWS = [
 ]
 
 
+class OnCUDA:
+    def __dlpack__(self, **kw):  # pragma: no cover - must never be called
+        raise AssertionError("__dlpack__ called for a non-CPU tensor")
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+class Unexportable:
+    def __dlpack__(self, **kw):
+        raise BufferError("Can't export tensors with layout other than torch.strided")
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
 def namespace():
     buf = np.zeros(7)
     gF = np.full((2, 3), 7.0, order="F")
@@ -225,7 +252,8 @@ def namespace():
     ns.update(x=np.zeros((2, 3)), x32=np.zeros((2, 3), np.float32), t=np.array([0, 2]), p=np.full((2, 3), 1 / 3),
               g=np.full((2, 3), 7.0), g32=np.full((2, 3), 7.0, np.float32), ro=ro, gF=gF,
               xs=buf[:6].reshape(2, 3), gs=buf[1:].reshape(2, 3), ev=Evaluator(),
-              gU=np.full(49, 7, np.uint8)[1:].view(np.float64).reshape(2, 3))
+              gU=np.full(49, 7, np.uint8)[1:].view(np.float64).reshape(2, 3), gpu=OnCUDA(),
+              sparse=Unexportable())
     assert not ns["gU"].flags.aligned
     return ns
 
@@ -324,7 +352,8 @@ def render() -> str:
         "`t = np.array([0, 2])`, `p = np.full((2, 3), 1/3)` (probability targets), `g = np.full((2, 3), 7.0)`",
         "(a gradient buffer), `g32` (float32), `ro` (read-only), `gF` (Fortran order: class axis strided),",
         "`xs`/`gs` (two overlapping views of one buffer), `gU` (a float64 gradient buffer at byte offset 1",
-        "of a uint8 buffer: unaligned), `ev = Evaluator()`.",
+        "of a uint8 buffer: unaligned), `ev = Evaluator()`, `gpu` (a DLPack producer on a CUDA device),",
+        "`sparse` (a DLPack producer whose export fails, as a torch sparse tensor's does).",
         "",
         "| # | function | call | exception | message |",
         "|---|---|---|---|---|",

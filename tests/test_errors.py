@@ -226,6 +226,26 @@ def test_unaligned_grad_out_names_grad_out(dtype, axis):
     np.testing.assert_array_equal(buf, before)
 
 
+@pytest.mark.parametrize("in_place", [False, True])
+def test_grad_out_message_with_the_class_axis_not_last(in_place):
+    """Found by tests/test_differential.py: with axis=1 a C-contiguous grad_out of the logits'
+    shape (or the C-contiguous logits themselves, in place) was refused with "a C-contiguous array
+    of the logits' shape always works"; the message now names the layout that does."""
+    x = np.random.default_rng(0).standard_normal((3, 5, 4))
+    t = np.zeros((3, 4), np.int64)
+    g = x if in_place else np.zeros(x.shape)
+    before = g.copy()
+    with pytest.raises(ValueError, match=r"^`grad_out` must have a contiguous class axis") as err:
+        fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=g)
+    err.match(re.escape("a C-contiguous array of the logits' shape does not qualify; "
+                        "np.moveaxis(np.empty((3, 4, 5), np.float64), -1, 1) always works"))
+    np.testing.assert_array_equal(g, before)
+    good = np.moveaxis(np.empty((3, 4, 5)), -1, 1)
+    loss, grad = fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=good)
+    assert grad is good
+    np.testing.assert_array_equal(grad, fastxent.cross_entropy(x, t, axis=1, return_grad=True)[1])
+
+
 @pytest.mark.parametrize("isa", fastxent.available_isas())
 def test_check_targets_runs(isa):
     """The target check works in runs of 4096 (vectorised per ISA): the first bad
