@@ -6,16 +6,18 @@ One run, side by side: (2048, 32000) and (512, 128256) logits in float32 and bfl
 1 thread and all threads (both libraries set to the same count), then the per-call cost on an
 (8, 10) input.  Each step is ``x.grad = None; loss_fn(x, t).backward()`` on a leaf tensor (so
 each library allocates its gradient, as in training).  The two libraries are timed
-interleaved, call by call; the times are medians of `--repeat` calls, and the ratio column
-compares the two medians of the same run.
+interleaved, call by call; times are medians of `--repeat` calls, wall clock and CPU time
+(user + system of the process, all threads), and each ratio compares the two medians of the
+same run.  On a shared machine the CPU-time ratio is the steadier one.
 
-The same run measures the machine: the memory read bandwidth (a plain C sum of a large
-array), the time to write a warm buffer the size of the gradient, and the time to allocate
-and write a fresh one (NumPy's allocation, which asks for transparent huge pages, and torch's,
-which does not): a fresh gradient costs its page faults, and both libraries pay them.  The
-"floor" column is the time that the bytes fastxent must move take at the measured bandwidth:
-reading the logits once and writing the gradient once (a fresh buffer, at the measured
-fresh-write rate).  "faults" are minor page faults per step (getrusage).
+The same run measures the machine: the memory read bandwidth (a plain C sum of a large array),
+the rate of writing a warm buffer, and of allocating and writing a fresh one (NumPy's
+allocation, which asks for transparent huge pages, and torch's, which does not): a fresh
+gradient costs its page faults.  "kernel" is fastxent's C kernel alone on the same data
+(``fastxent.cross_entropy(..., return_grad=True, grad_out=)`` into a reused buffer); "floor" is
+the time to read the logits and write the gradient once at the measured read bandwidth, the
+least any implementation can take; "torch / floor" is then the largest ratio possible.
+"faults" are minor page faults per step (getrusage).
 """
 import argparse
 import os
@@ -29,28 +31,34 @@ import torch.nn.functional as F
 
 import fastxent
 import fastxent.torch as fxt
-from fastxent import _bench, _core
+from fastxent import _bench
+from fastxent._arrays import BF16_RAW as _BF16
 
 
 def faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def interleaved(fns, repeat, number=1):
-    """Median seconds per call and minor page faults per call of each fn, timed in turn."""
+def interleaved(fns, repeat, number=1, cpu=False):
+    """Median seconds per call and minor page faults per call of each fn, timed in turn (with
+    `cpu`, also the median process CPU seconds per call)."""
     for fn in fns:  # warm-up (OpenMP pools, torch's first-call paths)
         fn()
     times = [[] for _ in fns]
+    cpus = [[] for _ in fns]
     flts = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             f0 = faults()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()
             times[i].append((time.perf_counter() - t0) / number)
+            cpus[i].append((time.process_time() - c0) / number)
             flts[i].append((faults() - f0) / number)
-    return [statistics.median(t) for t in times], [statistics.median(f) for f in flts]
+    med = [statistics.median(t) for t in times], [statistics.median(f) for f in flts]
+    return med + ([statistics.median(c) for c in cpus],) if cpu else med
 
 
 def fwd_bwd(loss_fn, x, t):
@@ -117,10 +125,10 @@ def main(argv=None):
         print(f"| {n} | {bw[n]['median_gb_per_s']:.1f} | {wr[n]['warm']:.1f} | {wr[n]['fresh_numpy']:.1f} | "
               f"{wr[n]['fresh_torch']:.1f} |")
 
-    print("\nforward + backward, x.grad = None; cross_entropy(x, t).backward() (mean over rows):")
-    print("| shape | dtype | threads | torch ms | fastxent.torch ms | torch / fastxent | floor ms | "
-          "faults torch | faults fastxent |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\nforward + backward, x.grad = None; cross_entropy(x, t).backward() (mean over rows); ms per step:")
+    print("| shape | dtype | threads | torch | fastxent.torch | torch / fastxent | torch CPU | fastxent CPU | "
+          "CPU ratio | kernel | floor | torch / floor | faults torch | faults fastxent |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     g = torch.Generator().manual_seed(0)
     try:
         for shape in shapes:
@@ -129,18 +137,23 @@ def main(argv=None):
             for dt in dtypes:
                 x = x0.to(dt, copy=True).requires_grad_()  # a leaf of its own (x0.to(float32) is x0)
                 nbytes = x.numel() * x.element_size()
+                warm = torch.empty_like(x, dtype=torch.float32 if dt == torch.float32 else dt)
+                warm_np = warm.view(torch.int16).numpy().view(_BF16) if dt == torch.bfloat16 else warm.numpy()
                 for n in threads:
                     torch.set_num_threads(n)
                     fastxent.set_num_threads(n)
                     # the two results agree before they are timed
                     la, lb = F.cross_entropy(x, t), fxt.cross_entropy(x, t)
                     torch.testing.assert_close(lb, la, rtol=2e-2 if dt == torch.bfloat16 else 1e-5, atol=0)
-                    (ta, tb), (fa, fb) = interleaved([fwd_bwd(F.cross_entropy, x, t),
-                                                      fwd_bwd(fxt.cross_entropy, x, t)], repeat)
-                    floor = nbytes / (bw[n]["median_gb_per_s"] * 1e9) + nbytes / (wr[n]["fresh_numpy"] * 1e9)
+                    (ta, tb, tk), (fa, fb, _), (ca, cb, _) = interleaved(
+                        [fwd_bwd(F.cross_entropy, x, t), fwd_bwd(fxt.cross_entropy, x, t),
+                         lambda: fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=warm_np)],
+                        repeat, cpu=True)
+                    floor = 2 * nbytes / (bw[n]["median_gb_per_s"] * 1e9)
                     print(f"| {shape} | {str(dt).split('.')[1]} | {n} | {ta * 1e3:.1f} | {tb * 1e3:.1f} | "
-                          f"{ta / tb:.2f} | {floor * 1e3:.1f} | {fa:.0f} | {fb:.0f} |", flush=True)
-                del x
+                          f"{ta / tb:.2f} | {ca * 1e3:.1f} | {cb * 1e3:.1f} | {ca / cb:.2f} | {tk * 1e3:.1f} | "
+                          f"{floor * 1e3:.1f} | {ta / floor:.1f} | {fa:.0f} | {fb:.0f} |", flush=True)
+                del x, warm, warm_np
         torch.set_num_threads(1)
         fastxent.set_num_threads(1)
         x = torch.randn(8, 10, requires_grad=True)
