@@ -109,7 +109,9 @@ typedef struct {
 
 /* Full cross-entropy (weights, smoothing, probability targets, z-loss, softcap) and
  * its gradient in one call; the gradient may be written over the logits themselves.
- * 0, or -1 when the per-thread gradient rows of grad_narrow (4 bytes a class) cannot be allocated. */
+ * A gradient of >= 16 MiB in memory of its own is written with non-temporal stores.
+ * 0, or -1 when the per-thread gradient rows (4 or 8 bytes a class) of grad_narrow or of such a
+ * streamed gradient cannot be allocated. */
 int fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                        int n_threads);
 int fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
