@@ -8,7 +8,8 @@ One run, side by side: (2048, 32000) and (512, 128256) logits in float32 and bfl
 each library allocates its gradient, as in training).  The two libraries are timed
 interleaved, call by call; times are medians of `--repeat` calls, wall clock and CPU time
 (user + system of the process, all threads), and each ratio compares the two medians of the
-same run.  On a shared machine the CPU-time ratio is the steadier one.
+same run (the one timing loop of the benchmarks, `fastxent._bench.interleaved`, with one
+untimed call of each first).  On a shared machine the CPU-time ratio is the steadier one.
 
 The same run measures the machine: the memory read bandwidth (a plain C sum of a large array),
 the rate of writing a warm buffer, and of allocating and writing a fresh one (NumPy's
@@ -39,26 +40,35 @@ def faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def interleaved(fns, repeat, number=1, cpu=False):
-    """Median seconds per call and minor page faults per call of each fn, timed in turn (with
-    `cpu`, also the median process CPU seconds per call)."""
-    for fn in fns:  # warm-up (OpenMP pools, torch's first-call paths)
-        fn()
-    times = [[] for _ in fns]
-    cpus = [[] for _ in fns]
-    flts = [[] for _ in fns]
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            f0 = faults()
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            times[i].append((time.perf_counter() - t0) / number)
-            cpus[i].append((time.process_time() - c0) / number)
-            flts[i].append((faults() - f0) / number)
-    med = [statistics.median(t) for t in times], [statistics.median(f) for f in flts]
-    return med + ([statistics.median(c) for c in cpus],) if cpu else med
+class Usage:
+    """A context for `fastxent._bench.interleaved`: the process CPU seconds and minor page faults
+    of each timing it surrounds."""
+
+    def __init__(self):
+        self.cpu, self.faults = [], []
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        self._c0, self._f0 = time.process_time(), faults()
+        return self
+
+    def __exit__(self, *exc):
+        self.cpu.append(time.process_time() - self._c0)
+        self.faults.append(faults() - self._f0)
+
+
+def timed(fns, repeat, number=1):
+    """Medians (seconds per call, CPU seconds per call, page faults per call) of each fn, timed
+    interleaved after one untimed call each (the one timing loop, `fastxent._bench.interleaved`)."""
+    usage = [Usage() for _ in fns]
+    times, _ = _bench.interleaved(dict(enumerate(fns)), repeat, number, contexts=dict(enumerate(usage)),
+                                  warmup=True)
+    med = statistics.median
+    return ([med(times[i]) for i in range(len(fns))],
+            [med(u.cpu[1:]) / number for u in usage],     # [0]: the warm-up call
+            [med(u.faults[1:]) / number for u in usage])
 
 
 def fwd_bwd(loss_fn, x, t):
@@ -88,7 +98,7 @@ def write_rates(nbytes, threads, repeat):
         fns = [lambda: src.fill_(1.0),
                lambda: torch.from_numpy(np.empty(nbytes // 4, dtype=np.float32)).fill_(1.0),
                lambda: torch.empty(nbytes // 4, dtype=torch.float32).fill_(1.0)]
-        (t_warm, t_np, t_torch), _ = interleaved(fns, repeat)
+        (t_warm, t_np, t_torch), _, _ = timed(fns, repeat)
         out[n] = {"warm": nbytes / t_warm / 1e9, "fresh_numpy": nbytes / t_np / 1e9,
                   "fresh_torch": nbytes / t_torch / 1e9}
     del warm, src
@@ -145,10 +155,10 @@ def main(argv=None):
                     # the two results agree before they are timed
                     la, lb = F.cross_entropy(x, t), fxt.cross_entropy(x, t)
                     torch.testing.assert_close(lb, la, rtol=2e-2 if dt == torch.bfloat16 else 1e-5, atol=0)
-                    (ta, tb, tk), (fa, fb, _), (ca, cb, _) = interleaved(
+                    (ta, tb, tk), (ca, cb, _), (fa, fb, _) = timed(
                         [fwd_bwd(F.cross_entropy, x, t), fwd_bwd(fxt.cross_entropy, x, t),
                          lambda: fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=warm_np)],
-                        repeat, cpu=True)
+                        repeat)
                     floor = 2 * nbytes / (bw[n]["median_gb_per_s"] * 1e9)
                     print(f"| {shape} | {str(dt).split('.')[1]} | {n} | {ta * 1e3:.1f} | {tb * 1e3:.1f} | "
                           f"{ta / tb:.2f} | {ca * 1e3:.1f} | {cb * 1e3:.1f} | {ca / cb:.2f} | {tk * 1e3:.1f} | "
@@ -158,10 +168,10 @@ def main(argv=None):
         fastxent.set_num_threads(1)
         x = torch.randn(8, 10, requires_grad=True)
         t = torch.randint(0, 10, (8,))
-        (ta, tb), _ = interleaved([fwd_bwd(F.cross_entropy, x, t), fwd_bwd(fxt.cross_entropy, x, t)],
-                                  repeat, number=2000)
-        (na, nb), _ = interleaved([lambda: F.cross_entropy(x.detach(), t), lambda: fxt.cross_entropy(x.detach(), t)],
-                                  repeat, number=2000)
+        (ta, tb), _, _ = timed([fwd_bwd(F.cross_entropy, x, t), fwd_bwd(fxt.cross_entropy, x, t)],
+                               repeat, number=2000)
+        (na, nb), _, _ = timed([lambda: F.cross_entropy(x.detach(), t), lambda: fxt.cross_entropy(x.detach(), t)],
+                               repeat, number=2000)
     finally:
         torch.set_num_threads(prev_torch)
         fastxent.set_num_threads(prev_fx)

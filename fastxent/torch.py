@@ -37,6 +37,7 @@ from . import _core
 from . import losses as _losses
 from ._arrays import BF16_RAW, as_rows
 from ._config import resolve_n_threads
+from ._validate import REDUCTIONS
 
 __all__ = ["cross_entropy", "CrossEntropyLoss", "empty_cache"]
 
@@ -158,7 +159,7 @@ def _direct(input, target, ignore_index, reduction, eps, zl, softcap, need_grad)
     nd = input.dim()
     ax = 1 if nd >= 2 else 0
     if (kinds is None or target.dtype not in _INT_DTYPES or input.is_neg() or not target.is_cpu
-            or reduction not in _losses.REDUCTIONS or not 0.0 <= eps <= 1.0 or not 0.0 <= zl < math.inf
+            or reduction not in REDUCTIONS or not 0.0 <= eps <= 1.0 or not 0.0 <= zl < math.inf
             or not (softcap is None or 0.0 < softcap < math.inf) or not _I64[0] <= ignore_index < _I64[1]
             or ((target.dim() != 1 or target.shape[0] != input.shape[0]) if nd == 2
                 else target.shape != input.shape[:ax] + input.shape[ax + 1:])):

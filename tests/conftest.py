@@ -35,6 +35,8 @@ import importlib
 import itertools
 import math
 import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -105,6 +107,24 @@ try:
     _hyp_settings.load_profile("fastxent")
 except ImportError:
     pass
+
+
+def run_python(code: str, timeout: float, env=None):
+    """Run `code` in a fresh interpreter (new session, killed as a group on timeout)."""
+    e = dict(os.environ)
+    here = os.path.dirname(os.path.abspath(__file__))  # tests/: `import test_hardening` works
+    e["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.dirname(os.path.dirname(fastxent.__file__)),
+                                                  here, e.get("PYTHONPATH", "")] if p)
+    e.update(env or {})
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=e, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, 9)
+        out, err = p.communicate()
+        return None, out, err
+    return p.returncode, out, err
 
 
 # --------------------------------------------------------------------------- optional packages
@@ -370,6 +390,22 @@ def assert_bitwise_equal_over_threads(fn, *args, **kwargs):
 @pytest.fixture(scope="session")
 def fx():
     return fastxent
+
+
+#: the ISA the session started on: the best this CPU runs, or the one FASTXENT_ISA caps it at
+SESSION_ISA = fastxent.show_config(print_out=False)["isa"]
+
+
+@pytest.fixture(autouse=True)
+def _session_isa():
+    """Every test starts (and ends) on SESSION_ISA.  Tests that restore with ``set_isa(None)``
+    (the best ISA, whatever FASTXENT_ISA says) used to leave the rest of the suite on AVX-512, so
+    that ``FASTXENT_ISA=avx2 pytest`` tested AVX2 only up to the first of them."""
+    if fastxent.show_config(print_out=False)["isa"] != SESSION_ISA:
+        fastxent.set_isa(SESSION_ISA)
+    yield
+    if fastxent.show_config(print_out=False)["isa"] != SESSION_ISA:
+        fastxent.set_isa(SESSION_ISA)
 
 
 @pytest.fixture(params=fastxent.available_isas())

@@ -11,6 +11,7 @@ The table in docs/bad_inputs.md is generated from ROWS and CLI_ROWS:
     python tests/test_catalogue.py --write      # after changing a row
 """
 import os
+import re
 import sys
 
 import numpy as np
@@ -286,6 +287,48 @@ def test_catalogue_row(row, restore_config):
     changed = [k for k in before if before[k] != after[k]]
     assert not changed, f"{code}: wrote to {changed} before raising"
     assert (repr(ns["ev"]), ns["ev"].tokens) == ev_before, f"{code}: the Evaluator changed"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_unaligned_grad_out_names_grad_out(dtype, axis):
+    """The row of `gU` for both gradient dtypes and both class axes: a grad_out that is
+    C-contiguous but unaligned (a view at byte offset 1 of a uint8 buffer) was reported as a bad
+    class axis; the message names `grad_out` and alignment, and nothing is written.  (The
+    reference writes into any writeable array: only fastxent raises.)"""
+    x = np.zeros((2, 3), dtype)
+    t = np.array([0, 2])
+    buf = np.full(x.nbytes + 1, 7, np.uint8)
+    g = buf[1:].view(dtype).reshape(x.shape)
+    assert not g.flags.aligned and g.flags.c_contiguous
+    before = buf.copy()
+    with pytest.raises(ValueError, match=r"^`grad_out` is not aligned") as err:
+        fastxent.cross_entropy(x if axis == -1 else x.T, t, axis=axis, return_grad=True,
+                               grad_out=g if axis == -1 else g.T)
+    err.match(f"multiples of {np.dtype(dtype).itemsize} bytes")
+    err.match("C-contiguous class axis")
+    assert "class axis and rows" not in str(err.value)
+    np.testing.assert_array_equal(buf, before)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_grad_out_message_with_the_class_axis_not_last(in_place):
+    """Found by tests/test_differential.py: with axis=1 a C-contiguous grad_out of the logits'
+    shape (or the C-contiguous logits themselves, in place) was refused with "a C-contiguous array
+    of the logits' shape always works"; the message now names the layout that does."""
+    x = np.random.default_rng(0).standard_normal((3, 5, 4))
+    t = np.zeros((3, 4), np.int64)
+    g = x if in_place else np.zeros(x.shape)
+    before = g.copy()
+    with pytest.raises(ValueError, match=r"^`grad_out` must have a contiguous class axis") as err:
+        fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=g)
+    err.match(re.escape("a C-contiguous array of the logits' shape does not qualify; "
+                        "np.moveaxis(np.empty((3, 4, 5), np.float64), -1, 1) always works"))
+    np.testing.assert_array_equal(g, before)
+    good = np.moveaxis(np.empty((3, 4, 5)), -1, 1)
+    loss, grad = fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=good)
+    assert grad is good
+    np.testing.assert_array_equal(grad, fastxent.cross_entropy(x, t, axis=1, return_grad=True)[1])
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from hypothesis import given, settings, strategies as st
 
 import fastxent
 from fastxent import reference
-from fastxent.evaluate import Evaluator, _ExactSum, format_report
+from fastxent._exact import ExactSum
+from fastxent.evaluate import Evaluator, format_report
 from conftest import (PROB_ATOL, RTOL, UNIT, assert_bitwise_equal_over_threads, assert_log_close,
                       assert_result_type, assert_within, ce_scale, float16_dtypes, logits_like,
                       has_ml_dtypes, place, result_dtype_of, widen)
@@ -259,7 +260,7 @@ def test_bf16_model_vs_float32_reference_is_not_identical():
 def test_mixed_dtypes_widened_block_by_block(rng, monkeypatch, model_dt, ref_dt):
     """Blocks of a few rows (any layout) give bitwise the one-block result and bounded temporaries."""
     import tracemalloc
-    import fastxent.evaluate as fe
+    import fastxent._per_token as per_token
     if ref_dt == "bfloat16":
         if not has_ml_dtypes():
             pytest.skip("needs ml_dtypes")
@@ -273,7 +274,7 @@ def test_mixed_dtypes_widened_block_by_block(rng, monkeypatch, model_dt, ref_dt)
     check_pair_stats(fastxent.token_stats(xv.reshape(35, -1), np.where(t < 0, 0, t).reshape(-1),
                                           ref_logits=yv.reshape(35, -1)),
                      xv.reshape(35, -1), np.where(t < 0, 0, t).reshape(-1), yv.reshape(35, -1))
-    monkeypatch.setattr(fe, "_WIDEN_ELEMS", 3 * 2100)  # 3 rows a block: splits the 7-row axis
+    monkeypatch.setattr(per_token, "_WIDEN_ELEMS", 3 * 2100)  # 3 rows a block: splits the 7-row axis
     parts = fastxent.token_stats(x, t, ref_logits=y, axis=axis)
     for f in FLOATS + BOOLS:
         assert np.array_equal(getattr(parts, f), getattr(whole, f), equal_nan=f in FLOATS), f
@@ -424,18 +425,18 @@ def test_kl_threads_bitwise(rng):
 def test_exact_sum_is_exact_and_order_independent(rng):
     v = rng.standard_normal(5000) * np.exp(rng.uniform(-700, 700, 5000))
     v = np.concatenate([v, [5e-324, -1e-310, 1e308, 1e308, -1e308, 0.0, -0.0]])
-    a, b = _ExactSum(), _ExactSum()
+    a, b = ExactSum(), ExactSum()
     a.add(v)
     for part in np.array_split(rng.permutation(v), 7):
         b.add(part)
     assert a.k == b.k and a.value() == float(sum(Fraction(f) for f in v.tolist()))  # exact, rounded once
-    c = _ExactSum.decode(a.encode())
+    c = ExactSum.decode(a.encode())
     assert c.k == a.k and c.value() == a.value()
     a.add([INF, 1.0])
     assert a.value() == INF and a.fraction() is None
     a.add([-INF])
     assert math.isnan(a.value())
-    big = _ExactSum()
+    big = ExactSum()
     big.add(np.full(3, 1.7e308))
     assert big.value() == INF
 
@@ -623,7 +624,8 @@ def test_kl_percentiles_with_an_infinite_kl(rng, dtype):
 def test_percentiles_next_to_infinities():
     """The interpolation's limit wherever an infinity is an endpoint; NaN only between -inf and +inf
     with both weighted, or when a value is NaN (as NumPy); finite samples give np.percentile's bits."""
-    from fastxent.evaluate import PERCENTILES, _percentiles
+    from fastxent._report import percentiles as _percentiles
+    from fastxent.evaluate import PERCENTILES
     qs = [q for _, q in PERCENTILES]
     cases = [
         ([0.1, 0.2, 0.3, INF], [INF] * 5 + [0.25, 0.13, 0.115, 0.103, 0.1003, 0.1]),
