@@ -164,7 +164,9 @@ def _direct(input, target, ignore_index, reduction, eps, zl, softcap, need_grad)
             or ((target.dim() != 1 or target.shape[0] != input.shape[0]) if nd == 2
                 else target.shape != input.shape[:ax] + input.shape[ax + 1:])):
         return None
-    t64 = target.numpy().reshape(-1)  # (integer tensors never require grad)
+    t64 = target.numpy()  # (integer tensors never require grad)
+    if t64.ndim != 1:
+        t64 = t64.reshape(-1)
     if t64.dtype != _INT64 or not t64.flags.c_contiguous:
         t64 = np.ascontiguousarray(t64, dtype=_INT64)
     x = _as_numpy(input)
@@ -261,10 +263,12 @@ def _grad_input(ctx, grad_loss: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     scale = grad_loss if grad_loss.dtype == g.dtype else grad_loss.to(g.dtype)
     if scale.dim():  # reduction="none": one incoming gradient per position
         scale = scale.unsqueeze(ctx.class_axis)
-    if _owned(g):
-        if scale.dim() or float(scale) != 1.0:
+    elif _owned(g):
+        if float(scale) != 1.0:
             g.mul_(scale)
         return g
+    if _owned(g):
+        return g.mul_(scale)
     return g * scale
 
 
@@ -419,7 +423,8 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
         ignore_index = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}") from None
-    if torch.is_grad_enabled():  # a gradient that would silently be missing: refused
+    grad_mode = torch.is_grad_enabled()
+    if grad_mode:  # a gradient that would silently be missing: refused
         if target.requires_grad:
             raise RuntimeError("`target` requires grad, but fastxent.torch.cross_entropy is "
                                "differentiable with respect to `input` only: pass `target.detach()` "
@@ -428,7 +433,7 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
             raise RuntimeError("`weight` requires grad; the loss is not differentiable with respect to "
                                "`weight` (as in F.cross_entropy): pass `weight.detach()`")
     # every other argument is checked by the forward (fastxent.cross_entropy's checks and messages)
-    need_grad = torch.is_grad_enabled() and input.requires_grad
+    need_grad = grad_mode and input.requires_grad
     args = (input, target, weight, ignore_index, reduction, float(label_smoothing), float(z_loss),
             None if softcap is None else float(softcap), need_grad)
     if _eager(input, target, weight):
