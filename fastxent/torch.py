@@ -57,11 +57,11 @@ def _class_axis(ndim: int) -> int:
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
-    """A zero-copy NumPy view of a CPU tensor (bfloat16 as fastxent's raw bfloat16 storage)."""
-    t = t.detach()
+    """A zero-copy NumPy view of a CPU tensor without torch's lazy negation bit (bfloat16 as
+    fastxent's raw bfloat16 storage)."""
     if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BF16_RAW)
-    return t.numpy()
+        return t.detach().view(torch.int16).numpy().view(BF16_RAW)
+    return t.numpy(force=True)  # = detach().numpy() here (a real CPU tensor, no negation bit)
 
 
 class _GradBuffers:
@@ -281,13 +281,15 @@ class _Xent(torch.autograd.Function):
         loss, g = _forward(input, target, weight, ignore_index, reduction, label_smoothing, z_loss,
                            softcap, need_grad)
         ctx.class_axis = _class_axis(input.dim())
-        ctx.save_for_backward(g)
+        ctx.grad = g  # an attribute, not save_for_backward: private, and handed over by backward
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        (g,) = ctx.saved_tensors
-        return _grad_input(ctx, grad_loss, g), None, None, None, None, None, None, None, None
+        g = _grad_input(ctx, grad_loss, ctx.grad)
+        if g is ctx.grad:  # handed over (the graph is not kept): the node no longer holds it
+            del ctx.grad
+        return g, None, None, None, None, None, None, None, None
 
 
 @torch.library.custom_op("fastxent::cross_entropy", mutates_args=())
