@@ -76,16 +76,17 @@ cdef extern from "fastxent.h" nogil:
         double softcap
         void *grad
         fx_rows grad_rows
+        int grad_narrow
         double grad_scale
         double zgrad_scale
 
-    void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+    int fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                             int n_threads)
-    void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+    int fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                             int n_threads)
-    void fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+    int fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                             int n_threads)
-    void fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+    int fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                              int n_threads)
     void fx_vexp_float32(const float *x, float *out, int64_t n, int neg)
     void fx_vexp_float64(const double *x, double *out, int64_t n, int neg)
@@ -126,7 +127,15 @@ def omp_max_threads():
 
 
 cdef int _code(cnp.ndarray x) except -1:
-    """0 float32, 1 float64, 2 float16, 3 bfloat16 (ml_dtypes), recognised by name."""
+    """0 float32, 1 float64, 2 float16, 3 bfloat16 (ml_dtypes), recognised by type number, or
+    by name for the others (the name is a Python-level property: microseconds a call)."""
+    cdef int num = cnp.PyArray_TYPE(x)
+    if num == cnp.NPY_FLOAT32:
+        return 0
+    if num == cnp.NPY_FLOAT64:
+        return 1
+    if num == cnp.NPY_FLOAT16:
+        return 2
     name = x.dtype.name
     if name == "float32":
         return 0
@@ -324,6 +333,8 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     o.grad = NULL
     o.prob_rows = r
     o.grad_rows = r
+    o.grad_narrow = 0
+    cdef int code = _code(x)
     if target is not None:
         o.target = _checked_targets(target, rows, r.n_cols, ignore_index)
     elif prob is not None:
@@ -339,8 +350,10 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
         _need(weight, compute_dtype(x.dtype.name), r.n_cols, "weight")
         o.weight = cnp.PyArray_DATA(weight)
     if grad is not None:
-        if grad.dtype != compute_dtype(x.dtype.name) or not grad.flags.writeable:
-            raise ValueError("internal: grad must be writable in the compute dtype")
+        # the compute dtype, or 16-bit logits' own dtype (written rounded: grad_narrow)
+        o.grad_narrow = code >= 2 and grad.dtype.itemsize == 2 and _code(grad) == code
+        if not (o.grad_narrow or _code(grad) == (1 if code == 1 else 0)) or not grad.flags.writeable:
+            raise ValueError("internal: grad must be writable in the compute dtype or the 16-bit logits' dtype")
         o.grad_rows = _rows(grad, grad_layout)
         if _nrows(&o.grad_rows) != rows or o.grad_rows.n_cols != r.n_cols:
             raise ValueError("internal: grad layout does not match")
@@ -356,16 +369,18 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
         _need(zloss, "float64", rows, "zloss")
         zl = <double *>cnp.PyArray_DATA(zloss)
     cdef double *lo = <double *>cnp.PyArray_DATA(loss)
-    cdef int code = _code(x)
+    cdef int rc
     with nogil:
         if code == 0:
-            fx_xent_ex_float32(&r, &o, lo, zl, n_threads)
+            rc = fx_xent_ex_float32(&r, &o, lo, zl, n_threads)
         elif code == 1:
-            fx_xent_ex_float64(&r, &o, lo, zl, n_threads)
+            rc = fx_xent_ex_float64(&r, &o, lo, zl, n_threads)
         elif code == 2:
-            fx_xent_ex_float16(&r, &o, lo, zl, n_threads)
+            rc = fx_xent_ex_float16(&r, &o, lo, zl, n_threads)
         else:
-            fx_xent_ex_bfloat16(&r, &o, lo, zl, n_threads)
+            rc = fx_xent_ex_bfloat16(&r, &o, lo, zl, n_threads)
+    if rc:
+        raise MemoryError("fastxent: out of memory for the per-thread gradient rows")
 
 
 def vexp(cnp.ndarray x, cnp.ndarray out, bint neg):

@@ -98,22 +98,28 @@ typedef struct {
     double smoothing;       /* label smoothing in [0, 1] */
     double z_loss;          /* >= 0 */
     double softcap;         /* > 0 to cap the logits; 0 = off */
-    void *grad;             /* d total / d logits, written in the logits' dtype (grad_rows), or NULL */
+    void *grad;             /* d total / d logits (laid out as grad_rows), or NULL: in the compute
+                             * type, or with grad_narrow in the 16-bit logits' own type */
     fx_rows grad_rows;
+    int grad_narrow;        /* float16/bfloat16 logits: write grad as float16/bfloat16, each entry the
+                             * float one rounded to nearest even (may be the logits themselves) */
     double grad_scale;      /* d total / d loss[r] */
     double zgrad_scale;     /* d total / d zloss[r] */
 } fx_xent_opts;
 
 /* Full cross-entropy (weights, smoothing, probability targets, z-loss, softcap) and
- * its gradient in one call; the gradient may be written over the logits themselves. */
-void fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+ * its gradient in one call; the gradient may be written over the logits themselves.
+ * A gradient of >= 16 MiB in memory of its own is written with non-temporal stores.
+ * 0, or -1 when the per-thread gradient rows (4 or 8 bytes a class) of grad_narrow or of such a
+ * streamed gradient cannot be allocated. */
+int fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                       int n_threads);
+int fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                       int n_threads);
+int fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+                       int n_threads);
+int fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                         int n_threads);
-void fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                        int n_threads);
-void fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                        int n_threads);
-void fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                         int n_threads);
 
 /* SciPy's logsumexp with weights: out[r] = log|sum_j b[r,j] exp(x[r,j])|, sign[r] its sign;
  * without return_sign a negative sum gives NaN.  b is double with any strides (incl. 0). */

@@ -58,7 +58,7 @@
     void (*softmax_##d)(const fx_rows *, C *, int, int);                          \
     int (*xent_##d)(const fx_rows *, const int64_t *, int64_t, double *, int);   \
     int (*xent_sum_##d)(const fx_rows *, const int64_t *, int64_t, double *, int); \
-    void (*xent_ex_##d)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
+    int (*xent_ex_##d)(const fx_rows *, const fx_xent_opts *, double *, double *, int);
 typedef struct {
     FX_DTYPE_FNS(float32, float)
     FX_DTYPE_FNS(float64, double)
@@ -134,8 +134,8 @@ const char *fx_isa_name(int isa)
     { return fx_tables[fx_isa].xent_##d(x, t, ig, loss, nt); }                                  \
     int fx_xent_sum_##d(const fx_rows *x, const int64_t *t, int64_t ig, double *total, int nt) \
     { return fx_tables[fx_isa].xent_sum_##d(x, t, ig, total, nt); }                             \
-    void fx_xent_ex_##d(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zl, int nt) \
-    { fx_tables[fx_isa].xent_ex_##d(x, o, loss, zl, nt); }
+    int fx_xent_ex_##d(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zl, int nt) \
+    { return fx_tables[fx_isa].xent_ex_##d(x, o, loss, zl, nt); }
 FX_DTYPE_WRAPPERS(float32, float)
 FX_DTYPE_WRAPPERS(float64, double)
 FX_DTYPE_WRAPPERS(float16, float)
