@@ -1,0 +1,26 @@
+/* fx_params_end.h -- undefines every template parameter of fx_params.h (and its selector). */
+#undef FX_T
+#undef FX_C
+#undef FX_W
+#undef FX_VC
+#undef FX_VM
+#undef FX_NATIVE
+#undef FX_TOC
+#undef FX_LOADT
+#undef FX_LOADT2
+#undef FX_LOADV
+#undef FX_MAXV
+#undef FX_SEL
+#undef FX_EXPV
+#undef FX_EXPV0
+#undef FX_EXPFULL
+#undef FX_TANHV
+#undef FX_TANHS2V
+#undef FX_ACC
+#undef FX_TILE
+#undef FX_GATHER
+#undef FX_EXPS
+#undef FX_PARAMS_FLOAT32
+#undef FX_PARAMS_FLOAT64
+#undef FX_PARAMS_FLOAT16
+#undef FX_PARAMS_BFLOAT16
