@@ -18,15 +18,13 @@ import numpy as np
 
 import fastxent
 import fastxent.dask as fxd
+from fastxent import _bench
 
 
 def best(f, repeat):
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = f()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), out
+    """The best of `repeat` timings of `f` (`fastxent._bench.interleaved`) and its first result."""
+    times, first = _bench.interleaved({"f": f}, repeat)
+    return min(times["f"]), first["f"]
 
 
 _count = iter(range(1 << 30))

@@ -3,16 +3,17 @@ same statistics (nll, entropy, top-1, p_target, KL(ref || model), same top, ref 
 
 Run: ``python bench/bench_token_stats.py [--rows 512] [--vocab 128256] [--repeat 5]``.
 Both sides use one thread (NumPy's elementwise code is single-threaded; fastxent gets
-``n_threads=1``).  Implementations are timed interleaved; medians are reported, and the
-two results are checked against each other first.
+``n_threads=1``).  Implementations are timed interleaved (`fastxent._bench.interleaved`, the
+timing loop of ``python -m fastxent bench``); medians are reported, and the two results are
+checked against each other first.
 """
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 import fastxent
+from fastxent import _bench
 
 
 def numpy_token_stats(x, t, y):
@@ -53,12 +54,7 @@ def main(argv=None):
             assert np.array_equal(got, v), k
         else:
             np.testing.assert_allclose(got, v, rtol=1e-4, atol=1e-4, err_msg=k)
-    times = {"fastxent": [], "numpy": []}
-    for _ in range(args.repeat):
-        for name, fn in (("fastxent", fast), ("numpy", slow)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times, _ = _bench.interleaved({"fastxent": fast, "numpy": slow}, args.repeat)
     med = {k: statistics.median(v) for k, v in times.items()}
     gb = 2 * x.nbytes / 1e9
     print(f"token_stats with ref_logits, ({args.rows}, {args.vocab}) float32, 1 thread, "

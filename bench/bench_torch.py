@@ -4,27 +4,24 @@
 
 One run, side by side: (2048, 32000) and (512, 128256) logits in float32 and bfloat16 with
 1 thread and all threads (both libraries set to the same count), then the per-call overhead on
-an (8, 10) input.  Times are the best of `--repeat` runs; quote the ratio column (same run).
+an (8, 10) input.  Times are the best of `--repeat` runs, the two libraries interleaved
+(`fastxent._bench.interleaved`); quote the ratio column (same run).
 """
 import argparse
 import os
-import time
 
 import torch
 import torch.nn.functional as F
 
 import fastxent
 import fastxent.torch as fxt
+from fastxent import _bench
 
 
-def best_time(fn, repeat, number=1):
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best
+def best_times(fns, repeat, number=1):
+    """The best of `repeat` interleaved timings of each function (`fastxent._bench.interleaved`)."""
+    times, _ = _bench.interleaved(fns, repeat, number)
+    return [min(times[k]) for k in fns]
 
 
 def fwd_bwd(loss_fn, x, t):
@@ -56,8 +53,8 @@ def main():
                 torch.set_num_threads(n)
                 prev = fastxent.set_num_threads(n)
                 try:
-                    ref = best_time(fwd_bwd(F.cross_entropy, x, t), args.repeat)
-                    ours = best_time(fwd_bwd(fxt.cross_entropy, x, t), args.repeat)
+                    ref, ours = best_times({"torch": fwd_bwd(F.cross_entropy, x, t),
+                                            "fastxent": fwd_bwd(fxt.cross_entropy, x, t)}, args.repeat)
                 finally:
                     fastxent.set_num_threads(prev)
                 print(f"| {shape} | {str(dt).split('.')[1]} | {n} | {ref * 1e3:.1f} | {ours * 1e3:.1f} | "
@@ -65,8 +62,8 @@ def main():
     torch.set_num_threads(1)
     x = torch.randn(8, 10, requires_grad=True)
     t = torch.randint(0, 10, (8,))
-    ref = best_time(fwd_bwd(F.cross_entropy, x, t), args.repeat, number=2000)
-    ours = best_time(fwd_bwd(fxt.cross_entropy, x, t), args.repeat, number=2000)
+    ref, ours = best_times({"torch": fwd_bwd(F.cross_entropy, x, t), "fastxent": fwd_bwd(fxt.cross_entropy, x, t)},
+                           args.repeat, number=2000)
     print(f"\nper-call overhead, (8, 10) float32 fwd+bwd: torch {ref * 1e6:.1f} us, "
           f"fastxent.torch {ours * 1e6:.1f} us (ratio {ours / ref:.2f}x torch's)")
 

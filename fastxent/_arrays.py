@@ -1,15 +1,15 @@
-"""Argument checks and the row view every kernel reads.
+"""Arrays as the kernels read them: dtypes (bfloat16, DLPack), conversions and the row view.
 
-`as_rows` turns an array and the axes to reduce into the (n_outer, n_inner,
-n_cols) row layout of src_c/fastxent.h without copying whenever the reduced
-elements of a row are contiguous and the rows fold into at most two strided
-levels (C-contiguous input, `x[:, :-1, :]`, negative row strides, read-only
-arrays, memmaps).  Any other layout is copied once to C order.
+The argument checks built on these are in `_validate`.  `as_rows` turns an array and the axes
+to reduce into the (n_outer, n_inner, n_cols) row layout of src_c/fastxent.h without copying
+whenever the reduced elements of a row are contiguous and the rows fold into at most two
+strided levels (C-contiguous input, `x[:, :-1, :]`, negative row strides, read-only arrays,
+memmaps).  Any other layout is copied once to C order.
 """
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional, Sequence, SupportsIndex, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, SupportsIndex, Tuple, Union
 
 import numpy as np
 
@@ -18,11 +18,14 @@ from ._compat import AxisError
 #: (n_outer, n_inner, n_cols, s_outer, s_inner, s_col) of src_c/fastxent.h, strides in elements
 Layout = Tuple[int, int, int, int, int, int]
 SUPPORTED_NAMES = "float32, float64, float16, bfloat16"
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOATS: Dict[int, np.dtype] = {2: np.dtype(np.float16), 4: F32, 8: F64}   # native floats by item size
 
 
 def is_bfloat16(dtype: np.dtype) -> bool:
     """The ml_dtypes bfloat16 dtype, recognised without importing ml_dtypes (or BF16_RAW)."""
+    if dtype.isbuiltin == 1:  # a NumPy type without metadata (float32, int64, ...): never
+        return False          # (`dtype.name` is slow: this is on every call's path)
     return (dtype.name == "bfloat16" and dtype.itemsize == 2) or _is_raw(dtype)
 
 
@@ -48,16 +51,59 @@ def from_dlpack_if_needed(x: Any, name: str) -> Any:
 
     Torch tensors, JAX arrays and the like go through DLPack (bfloat16 included, whether or
     not ml_dtypes is installed); a torch tensor that requires grad is read through
-    ``detach()`` (its values, not its graph).  Anything else is returned unchanged.
+    ``detach()`` (its values, not its graph); a view of a JAX array is read-only.  Anything
+    else is returned unchanged.
     """
     if isinstance(x, np.ndarray) or not hasattr(type(x), "__dlpack__"):
         return x
-    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
+    if _is_torch(x) and getattr(x, "requires_grad", False):
         x = x.detach()
+    if _is_jax(x) and any(c.__name__ == "Tracer" for c in type(x).__mro__):
+        raise TypeError(f"`{name}` is a JAX tracer ({type(x).__name__}): fastxent was called inside "
+                        "jax.jit, jax.grad or jax.vmap, but it computes on concrete arrays; call it "
+                        "outside the transformed function (or inside it through `jax.pure_callback`)")
     from . import _core
 
     a, bf16 = _core.dlpack_view(x, name)
-    return a.view(_bfloat16_dtype()) if bf16 else a
+    if bf16:
+        a = a.view(_bfloat16_dtype())
+    if _is_jax(x):  # immutable, but JAX exports the legacy protocol (no read-only flag)
+        a.flags.writeable = False
+    return a
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _is_jax(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] in ("jax", "jaxlib")
+
+
+def output_view(x: Any, name: str) -> Any:
+    """`x`, an output argument (`grad_out`), as a writable ndarray view when it is a DLPack
+    producer; refuses what must not be written behind its owner's back (JAX arrays are
+    immutable; a torch tensor that requires grad is autograd's).  See `note_written`."""
+    if _is_jax(x):
+        raise TypeError(f"`{name}` is a JAX array; JAX arrays are immutable, so fastxent cannot write "
+                        f"into one: leave `{name}` out (the result comes back as a NumPy array, which "
+                        "`jnp.asarray` turns into a JAX array) or pass a NumPy array")
+    if _is_torch(x) and getattr(x, "requires_grad", False):
+        raise ValueError(f"`{name}` requires grad; fastxent writes into it in place, which autograd "
+                         "cannot record: pass a tensor that does not require grad (for example "
+                         "`torch.empty_like(logits, dtype=torch.float32)`), or use "
+                         "fastxent.torch.cross_entropy, which is differentiable")
+    return from_dlpack_if_needed(x, name)
+
+
+def note_written(x: Any) -> None:
+    """After writing into the output argument `x`: a torch tensor's version counter goes up (as
+    torch's own in-place operations do), so that autograd refuses a backward through a graph
+    that saved its old values instead of silently using the new ones."""
+    if _is_torch(x):
+        import torch
+
+        torch.autograd.graph.increment_version(x)
 
 
 def asarray(x: Any, name: str, keep_bf16: bool = False) -> np.ndarray:
@@ -70,7 +116,7 @@ def asarray(x: Any, name: str, keep_bf16: bool = False) -> np.ndarray:
 
 
 def _is_raw(dtype: np.dtype) -> bool:
-    return dtype.name == "uint16" and dtype.metadata is not None and dtype.metadata.get("fastxent") == "bfloat16"
+    return dtype.metadata is not None and dtype.name == "uint16" and dtype.metadata.get("fastxent") == "bfloat16"
 
 
 def to_dtype(a: np.ndarray, dtype: Optional[np.dtype]) -> np.ndarray:
@@ -97,14 +143,12 @@ def float_dtype(dtype: np.dtype, name: str, promote_int: bool = True) -> np.dtyp
     if is_bfloat16(dtype):
         return dtype
     if dtype.kind in "iub" and promote_int:
-        return _F64
+        return F64
     if dtype.kind == "c":
         raise TypeError(f"`{name}` is complex ({dtype}); fastxent handles real input only "
                         f"(supported dtypes: {SUPPORTED_NAMES})")
-    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
-        return np.dtype({2: np.float16, 4: np.float32, 8: np.float64}[dtype.itemsize])
-    if is_bfloat16(dtype):
-        return dtype
+    if dtype.kind == "f" and dtype.itemsize in _FLOATS:
+        return _FLOATS[dtype.itemsize]
     extra = " (integers and bool are converted to float64)" if promote_int else ""
     raise TypeError(f"`{name}` has dtype {dtype}; supported dtypes are {SUPPORTED_NAMES}{extra}")
 
@@ -135,7 +179,7 @@ def pair_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
     """
     if a == b:
         return a
-    return _F64 if _F64 in (a, b) else _F32
+    return F64 if F64 in (a, b) else F32
 
 
 def row_blocks(batch_shape: tuple, n_cols: int, max_elems: int):
@@ -162,16 +206,28 @@ def row_blocks(batch_shape: tuple, n_cols: int, max_elems: int):
 
 def result_dtype(kernel_dtype: np.dtype) -> np.dtype:
     """Per-position results: float64 for float64 input, float32 for everything else."""
-    return _F64 if kernel_dtype == _F64 else _F32
+    return F64 if kernel_dtype == F64 else F32
 
 
-def as_float_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
-    """`x` as an ndarray of a supported dtype (no copy when it already is one)."""
+def float_array(x: Any, name: str, dtype: np.dtype | None = None, promote_int: bool = True) -> np.ndarray:
+    """`x` as an ndarray in the dtype the kernels read (no copy when it already is one).
+
+    The one conversion of every array the kernels read rows of (logits, reference logits,
+    `a`, `x`): DLPack producers zero-copy, bfloat16 kept, `float_dtype`'s check naming
+    `name` (integers and bool -> float64 when `promote_int`, else a TypeError), native byte
+    order; `dtype` forces the dtype instead (the caller has checked it).
+    """
     a = asarray(x, name, keep_bf16=True)
-    want = float_dtype(a.dtype, name) if dtype is None else dtype
+    want = float_dtype(a.dtype, name, promote_int) if dtype is None else dtype
     if a.dtype != want or not a.dtype.isnative:
         a = a.astype(want)
     return a
+
+
+def aligned_c(a: Any, dtype: Any) -> np.ndarray:
+    """`a` as a C-contiguous, aligned array of `dtype` (the kernels' only requirement)."""
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.aligned else out.copy()
 
 
 def normalize_axes(axis: Optional[Union[SupportsIndex, Sequence[SupportsIndex]]], ndim: int,
@@ -216,18 +272,19 @@ def as_rows(a: np.ndarray, axes: tuple[int, ...]) -> Tuple[np.ndarray, Layout, T
         n_cols *= a.shape[ax]
     if len(axes) != 1:
         y = y.reshape(batch_shape + (n_cols,))  # a view when possible, else a copy
-    layout = _layout(y)
+    layout = row_layout(y)
     if layout is None:
         # unaligned data (e.g. an array unpickled from a network buffer by dask.distributed)
         # stays unaligned under ascontiguousarray when it is already contiguous: copy it
         y = np.ascontiguousarray(y) if y.flags.aligned else np.array(y, order="C")
-        layout = _layout(y)
+        layout = row_layout(y)
         assert layout is not None  # an aligned C-contiguous array always has one
     return y, layout, batch_shape, n_cols
 
 
-def _layout(y: np.ndarray) -> Optional[Layout]:
-    """(n_outer, n_inner, n_cols, s_outer, s_inner, 1) of a (..., n_cols) array, or None."""
+def row_layout(y: np.ndarray) -> Optional[Layout]:
+    """(n_outer, n_inner, n_cols, s_outer, s_inner, 1) of a (..., n_cols) array as it is, or None
+    when its rows do not fold into that form without a copy."""
     item = y.itemsize
     n_cols = y.shape[-1]
     if y.size == 0:  # nothing is read: any layout of the right sizes

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import gc
 import json
 import os
@@ -30,7 +31,7 @@ import textwrap
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -350,26 +351,53 @@ def _call(impl: Impl, op: str, x, target):
     return fn(x) if op == "logsumexp" else fn(x, target)
 
 
-def time_case(impls, op, x, target, repeat):
-    """Median seconds per implementation over `repeat` interleaved rounds, and the results
-    of the first round (which also serves as the warm-up: the median discards a slow first
-    call, and the run stays short)."""
-    results, times = {}, {im.key: [] for im in impls}
+def interleaved(fns: Mapping[Any, Callable[[], Any]], repeat: int, number: int = 1, *,
+                contexts: Optional[Mapping[Any, Callable[[], contextlib.AbstractContextManager]]] = None,
+                warmup: bool = False) -> Tuple[Dict[Any, List[float]], Dict[Any, Any]]:
+    """The one timing loop of every benchmark (``python -m fastxent bench``, bench/*.py).
+
+    Times each of `fns` (key -> zero-argument callable) in `repeat` interleaved rounds: a round
+    calls every function once in turn, so that a change of machine load slows all of them
+    alike.  A timing is the mean of `number` back-to-back calls.  The garbage collector is off
+    while timing.  ``contexts[key]()`` (e.g. a thread setting) is entered around a function's
+    timing without being timed; `warmup` makes one untimed call of each function first.
+
+    Returns ``(times, first)``: key -> the `repeat` timings in seconds, and key -> the result
+    of the function's first timed call (later results are dropped at once).  Summarise with
+    `statistics.median` (the first round then doubles as the warm-up) or `min`.
+    """
+    times: Dict[Any, List[float]] = {k: [] for k in fns}
+    first: Dict[Any, Any] = {}
+    ctx = contexts or {}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        if warmup:
+            for k, fn in fns.items():
+                with ctx.get(k, contextlib.nullcontext)():
+                    fn()
         for i in range(repeat):
-            for im in impls:
-                with im.threads():
+            for k, fn in fns.items():
+                with ctx.get(k, contextlib.nullcontext)():
                     t0 = time.perf_counter()
-                    res = _call(im, op, x, target)
-                    times[im.key].append(time.perf_counter() - t0)
+                    for _ in range(number):
+                        res = fn()
+                    times[k].append((time.perf_counter() - t0) / number)
                 if i == 0:
-                    results[im.key] = res
+                    first[k] = res
                 del res
     finally:
         if gc_was_enabled:
             gc.enable()
+    return times, first
+
+
+def time_case(impls, op, x, target, repeat):
+    """Median seconds per implementation over `repeat` interleaved rounds, and the results
+    of the first round (which also serves as the warm-up: the median discards a slow first
+    call, and the run stays short)."""
+    times, results = interleaved({im.key: functools.partial(_call, im, op, x, target) for im in impls}, repeat,
+                                 contexts={im.key: im.threads for im in impls})
     return {k: statistics.median(v) for k, v in times.items()}, results
 
 
@@ -377,19 +405,13 @@ def read_bandwidth(mib: int, threads, repeat: int = 5) -> dict:
     """Memory read bandwidth in GB/s (best and median of `repeat`) per thread count.
 
     Sums a `mib` MiB float32 array (far larger than the caches) with `_core.read_probe`,
-    thread counts interleaved.
+    thread counts interleaved, after one warm-up call each (OpenMP thread start).
     """
     a = np.ones((mib << 20) // 4, dtype=np.float32)   # written once: pages mapped
     out = {}
     try:
-        times: dict[int, list[float]] = {n: [] for n in threads}
-        for n in threads:
-            _core.read_probe(a, n)                     # warm-up (and OpenMP thread start)
-        for _ in range(repeat):
-            for n in threads:
-                t0 = time.perf_counter()
-                _core.read_probe(a, n)
-                times[n].append(time.perf_counter() - t0)
+        times, _ = interleaved({n: functools.partial(_core.read_probe, a, n) for n in threads}, repeat,
+                               warmup=True)
         for n, ts in times.items():
             out[n] = {"best_gb_per_s": a.nbytes / min(ts) / 1e9,
                       "median_gb_per_s": a.nbytes / statistics.median(ts) / 1e9}

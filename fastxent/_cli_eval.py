@@ -257,7 +257,12 @@ class _Plan:
         return x, t, (None if r3 is None else r3[n0:n1, s0:s1])
 
     def _check_targets(self):
-        """Out-of-range targets (not ignore_index): the first one, in file coordinates."""
+        """Out-of-range targets (not ignore_index): the first one, in file coordinates.
+
+        The check of every fastxent function (`_validate.first_bad_target`), run over the whole
+        file before the first chunk is evaluated, a block of rows at a time."""
+        from ._validate import first_bad_target
+
         t, v, ig = self.t, self.vocab, self.ignore_index
         used = t[..., 1:] if self.shift else t
         if used.size == 0:
@@ -265,9 +270,13 @@ class _Plan:
         step = max(1, (1 << 22) // max(1, used.size // max(1, used.shape[0])))
         for i in range(0, used.shape[0], step):
             part = np.asarray(used[i:i + step])
-            bad = (part != ig) & ((part < 0) | (part >= v))
-            if bad.any():
-                pos = list(np.unravel_index(int(np.argmax(bad.reshape(-1))), part.shape))
+            if -2**63 <= ig < 2**63:
+                _, bad, _ = first_bad_target(part, v, ig)
+            else:  # beyond int64: the Evaluator refuses it, after this check (as it always did)
+                out = ((part != ig) & ((part < 0) | (part >= v))).reshape(-1)
+                bad = int(np.argmax(out)) if out.any() else -1
+            if bad >= 0:
+                pos = list(np.unravel_index(bad, part.shape))
                 pos[0] += i
                 if self.shift:
                     pos[-1] += 1

@@ -4,8 +4,6 @@ fastxent supports NumPy >= 1.26 (see pyproject.toml). Everything that differs be
 is imported from here, so that a grep for ``_compat`` finds every place that depends on the version.
 """
 
-import numpy as np
-
 from numpy.exceptions import AxisError  # NumPy >= 1.25
 
 try:  # NumPy >= 2.0
@@ -15,6 +13,4 @@ except ImportError:  # NumPy 1.26
     from numpy.core.multiarray import normalize_axis_index
     from numpy.core.numeric import normalize_axis_tuple
 
-NUMPY_VERSION = tuple(int(p) for p in np.__version__.split(".")[:2])
-
-__all__ = ["AxisError", "NUMPY_VERSION", "byte_bounds", "normalize_axis_index", "normalize_axis_tuple"]
+__all__ = ["AxisError", "byte_bounds", "normalize_axis_index", "normalize_axis_tuple"]

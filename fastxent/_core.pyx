@@ -385,6 +385,25 @@ DLPACK_CPU = 1
 _DL_READ_ONLY = 1
 _DL_KINDS = {0: "i", 1: "u", 2: "f", 4: "bf", 6: "b"}  # kDLInt, kDLUInt, kDLFloat, kDLBfloat, kDLBool
 _DL_NAMES = {0: "int", 1: "uint", 2: "float", 3: "opaque handle", 4: "bfloat", 5: "complex", 6: "bool"}
+# DLDeviceType of dlpack.h, for the message of a tensor fastxent cannot read
+_DL_DEVICES = {2: "CUDA", 3: "CUDA host", 4: "OpenCL", 7: "Vulkan", 8: "Metal", 9: "VPI", 10: "ROCm",
+               11: "ROCm host", 12: "ext_dev", 13: "CUDA managed", 14: "oneAPI", 15: "WebGPU",
+               16: "Hexagon", 17: "MAIA"}
+
+
+def _device_error(str name, int dev_type, int dev_id):
+    dev = _DL_DEVICES.get(dev_type, "unknown")
+    return ValueError(f"`{name}` is on a non-CPU device ({dev}:{dev_id}, DLPack device type {dev_type}); "
+                      "fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor, "
+                      "`jax.device_put(x, jax.devices('cpu')[0])` for a JAX array)")
+
+
+def _export_error(str name, obj, str what, e):
+    """The producer's own exception from `what`, re-raised naming the argument (BufferError and
+    ValueError keep their type, as the array API's DLPack protocol uses them; others TypeError)."""
+    cls = BufferError if isinstance(e, BufferError) else ValueError if isinstance(e, ValueError) else TypeError
+    return cls(f"`{name}` ({type(obj).__module__}.{type(obj).__qualname__}) could not be read over "
+               f"DLPack: its {what} raised {type(e).__name__}: {e}")
 
 
 cdef class DLPackOwner:
@@ -411,15 +430,20 @@ def dlpack_view(obj, str name):
     dtype); a read-only tensor gives a read-only array.  Non-CPU devices are a ValueError
     naming `name` (nothing is imported, nothing is copied).
     """
-    dev = obj.__dlpack_device__()
-    dev_type, dev_id = int(dev[0]), int(dev[1])
-    if dev_type != DLPACK_CPU:
-        raise ValueError(f"`{name}` is on a non-CPU device (DLPack device type {dev_type}, id {dev_id}); "
-                         "fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor)")
     try:
-        cap = obj.__dlpack__(max_version=(1, 0))
-    except TypeError:  # a producer of the legacy protocol only
-        cap = obj.__dlpack__()
+        dev = obj.__dlpack_device__()
+        dev_type, dev_id = int(dev[0]), int(dev[1])
+    except Exception as e:  # torch's meta device, a JAX tracer, ...
+        raise _export_error(name, obj, "__dlpack_device__()", e) from e
+    if dev_type != DLPACK_CPU:
+        raise _device_error(name, dev_type, dev_id)
+    try:
+        try:
+            cap = obj.__dlpack__(max_version=(1, 0))
+        except TypeError:  # a producer of the legacy protocol only
+            cap = obj.__dlpack__()
+    except Exception as e:  # sparse tensors, dtypes without a DLPack code (int4), ...
+        raise _export_error(name, obj, "__dlpack__()", e) from e
     cdef void *m
     cdef bint versioned
     cdef fxdl_tensor *t
@@ -437,6 +461,7 @@ def dlpack_view(obj, str name):
         t = &(<fxdl_managed *>m).dl_tensor
     else:
         raise TypeError(f"`{name}`.__dlpack__() did not return a DLPack capsule")
+    del cap  # consumed: released now, not while one of the errors below is being raised
     cdef DLPackOwner owner = DLPackOwner.__new__(DLPackOwner)
     owner._managed = m  # from here on the deleter runs exactly once, when `owner` dies
     owner._versioned = versioned
@@ -446,11 +471,15 @@ def dlpack_view(obj, str name):
             raise BufferError(f"`{name}` exports DLPack {mv.version.major}.{mv.version.minor}; "
                               "fastxent reads version 1")
         readonly = bool(mv.flags & _DL_READ_ONLY)
+    if t.device.device_type != DLPACK_CPU:  # a producer whose tensor contradicts __dlpack_device__
+        raise _device_error(name, t.device.device_type, t.device.device_id)
     code, bits, lanes = t.dtype.code, t.dtype.bits, t.dtype.lanes
     kind = _DL_KINDS.get(code)
     if lanes != 1 or kind is None or bits % 8 or (kind == "bf" and bits != 16) or (kind == "b" and bits != 8):
-        raise TypeError(f"`{name}` has DLPack dtype {_DL_NAMES.get(code, code)}{bits}"
-                        f"{'' if lanes == 1 else f'x{lanes}'}, which fastxent does not read")
+        dt = (f"{_DL_NAMES[code]}{bits}" if code in _DL_NAMES else f"of type code {code} with {bits} bits") + \
+            ("" if lanes == 1 else f" x {lanes} lanes")
+        raise TypeError(f"`{name}` has DLPack dtype {dt}, which fastxent does not read (it reads "
+                        f"float16/32/64, bfloat16, integers and bool)")
     cdef int64_t item = bits // 8, i
     cdef int nd = t.ndim
     shape = tuple([t.shape[i] for i in range(nd)])

@@ -3,7 +3,8 @@
 `cross_entropy`, `perplexity`, `token_stats` and `evaluate` take `dask.array` inputs
 chunked along the rows (any chunking of the leading axes; the class axis in one
 chunk).  Each block is handed to the C kernels of fastxent as it is (no copy of the
-logits); totals are combined in a tree of per-block exact partial sums
+logits): a NumPy array, or any CPU object with ``__dlpack__`` (a torch tensor, a JAX
+array; bfloat16 blocks need ml_dtypes only to give the dask array its dtype); totals are combined in a tree of per-block exact partial sums
 (`fastxent.Evaluator` states), so the result does not depend on the chunking or
 on the order in which blocks finish.  `from_npy` builds such an array from
 ``.npy`` shards, memory-mapped by the tasks that read them.
@@ -38,14 +39,18 @@ except ImportError as _e:  # pragma: no cover - exercised only without dask
     raise ImportError('fastxent.dask needs dask: install it with pip install "fastxent[dask]" '
                       f"({_e})") from _e
 
-from . import losses as _losses
-from ._arrays import float_dtype, pair_dtype, result_dtype
-from .evaluate import Evaluator, TokenStats, _ExactSum, _OUTPUTS, _BOOL, _NEED_REF
+from . import _xent
+from ._arrays import _bfloat16_dtype, float_dtype, from_dlpack_if_needed, pair_dtype, result_dtype
+from ._exact import ExactSum
+from ._per_token import BOOL_OUTPUTS, OUTPUTS, REF_OUTPUTS
+from ._validate import (check_bool, check_ignore_index, check_reduction, check_same_shape, check_scalar,
+                        check_target_meta, check_weight, class_axis, prepare)
+from .evaluate import Evaluator, TokenStats
 from .evaluate import token_stats as _token_stats
+from .losses import cross_entropy as _cross_entropy
+from .losses import perplexity as _perplexity
 
 __all__ = ["cross_entropy", "perplexity", "token_stats", "evaluate", "from_npy"]
-
-_REDUCTIONS = ("none", "sum", "mean")
 
 
 # --------------------------------------------------------------------------- validation
@@ -61,16 +66,45 @@ def _known(a, name: str):
                          "first")
 
 
+def _numpy_meta(a, name):
+    """`a`, or, when its meta is not a NumPy array (blocks made by torch, as
+    ``x.map_blocks(torch.from_numpy)`` makes them, give a dask array whose dtype is a
+    ``torch.dtype``), the same graph with a NumPy meta of the same dtype."""
+    if isinstance(a.dtype, np.dtype):
+        return a
+    kind = str(a.dtype).rsplit(".", 1)[-1]  # torch.float32 -> float32
+    try:
+        dt = _bfloat16_dtype() if kind == "bfloat16" else np.dtype(kind)
+    except TypeError:
+        raise TypeError(f"`{name}` is a dask array of dtype {a.dtype!r} (its meta is a "
+                        f"{type(a._meta).__module__}.{type(a._meta).__qualname__}), which fastxent "
+                        "does not read") from None
+    return da.Array(a.dask, a.name, a.chunks, meta=np.empty((0,) * a.ndim, dtype=dt))
+
+
+def _ndarray_block(b, arg):
+    return from_dlpack_if_needed(b, arg)
+
+
+def _class_axis_last(a, ax, arg):
+    """`a` with axis `ax` moved last.  Its blocks are read as NumPy views first (zero-copy):
+    dask's transpose applies NumPy's to each block, which torch tensors support only through
+    a deprecated NumPy interface."""
+    a = a.map_blocks(_ndarray_block, arg=arg, dtype=a.dtype, meta=np.empty((0,) * a.ndim, dtype=a.dtype))
+    return da.moveaxis(a, ax, -1)
+
+
 def _prepare(logits, target, ref_logits, axis):
     """Checked inputs with the class axis last: (x, t, ref or None, kernel dtype of the pair)."""
     _need_dask(logits, "logits", "for NumPy arrays use the functions of `fastxent`, or wrap "
                "them with `dask.array.from_array(logits, chunks=(rows, -1))`")
-    float_dtype(logits.dtype, "logits", promote_int=False)
+    logits = _numpy_meta(logits, "logits")
+    kdt = float_dtype(logits.dtype, "logits", promote_int=False)
     if logits.ndim < 2:
         raise ValueError(f"`logits` must have rows and classes (ndim >= 2), got shape "
                          f"{logits.shape}; use `fastxent` for a single row")
-    ax = _losses._class_axis(axis, logits.ndim)
-    x = logits if ax == logits.ndim - 1 else da.moveaxis(logits, ax, -1)
+    ax = class_axis(axis, logits.ndim)
+    x = logits if ax == logits.ndim - 1 else _class_axis_last(logits, ax, "logits")
     _known(x, "logits")
     if len(x.chunks[-1]) != 1:
         raise ValueError(f"`logits` has its class axis (axis {ax}, {x.shape[-1]} classes) split "
@@ -78,11 +112,8 @@ def _prepare(logits, target, ref_logits, axis):
                          f"chunk: rechunk with `logits.rechunk({{{ax}: -1}})`")
     _need_dask(target, "target", "wrap it with `dask.array.from_array(target, "
                "chunks=logits.chunks[:-1])` (the logits' row chunks)")
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"`target` must hold integer class indices, got dtype {target.dtype}")
-    if target.shape != x.shape[:-1]:
-        raise ValueError(f"`target` has shape {target.shape} but `logits` with shape "
-                         f"{logits.shape} and axis={ax} needs target shape {x.shape[:-1]}")
+    target = _numpy_meta(target, "target")
+    check_target_meta(target.dtype, target.shape, logits.shape, ax)
     _known(target, "target")
     if target.chunks != x.chunks[:-1]:
         raise ValueError(f"`target` is chunked {target.chunks} but the rows of `logits` are "
@@ -92,19 +123,16 @@ def _prepare(logits, target, ref_logits, axis):
     if ref_logits is not None:
         _need_dask(ref_logits, "ref_logits", "wrap it with `dask.array.from_array` chunked "
                    "like `logits`")
-        float_dtype(ref_logits.dtype, "ref_logits", promote_int=False)
-        if ref_logits.shape != logits.shape:
-            raise ValueError(f"`ref_logits` has shape {ref_logits.shape} but `logits` has shape "
-                             f"{logits.shape}; they must be equal")
-        ref = ref_logits if ax == logits.ndim - 1 else da.moveaxis(ref_logits, ax, -1)
+        ref_logits = _numpy_meta(ref_logits, "ref_logits")
+        rdt = float_dtype(ref_logits.dtype, "ref_logits", promote_int=False)
+        check_same_shape(ref_logits, logits, "ref_logits", "logits")
+        ref = ref_logits if ax == logits.ndim - 1 else _class_axis_last(ref_logits, ax, "ref_logits")
         _known(ref, "ref_logits")
         if ref.chunks != x.chunks:
             raise ValueError(f"`ref_logits` is chunked {ref_logits.chunks} but `logits` is "
                              f"chunked {logits.chunks}; they must match: "
                              "`ref_logits = ref_logits.rechunk(logits.chunks)`")
-    kdt = float_dtype(logits.dtype, "logits", promote_int=False)
-    if ref is not None:  # the pair is read by fastxent.token_stats's rule (_arrays.pair_dtype)
-        kdt = pair_dtype(kdt, float_dtype(ref.dtype, "ref_logits", promote_int=False))
+        kdt = pair_dtype(kdt, rdt)  # the pair is read by fastxent.token_stats's rule
     return x, target, ref, kdt
 
 
@@ -152,11 +180,27 @@ def _tree(parts, combine, split_every):
 def _rowwise(func, out_ndim, x, t, ref=None, dtype=None, **kw):
     """`func(x_block, t_block[, ref_block], **kw)` per block of rows, as a dask array with the
     first `out_ndim` axes of `target` (blockwise with explicit indices: map_blocks would
-    align `target` with the trailing axes of `logits`)."""
+    align `target` with the trailing axes of `logits`).
+
+    The axes reduced here (classes; the sequence with ``per_sequence``) are single chunks, so
+    the blocks are passed as they are (`_one_block`), never through dask's concatenation,
+    which would need NumPy blocks: a block may be any DLPack producer (a torch tensor)."""
     xi, ti = tuple(range(x.ndim)), tuple(range(t.ndim))
-    args = [x, xi, t, ti] + ([] if ref is None else [ref, xi])
-    return da.blockwise(func, tuple(range(out_ndim)), *args, dtype=dtype, concatenate=True,
+    args = [func, None, x, xi, t, ti] + ([] if ref is None else [ref, xi])
+    return da.blockwise(_one_block, tuple(range(out_ndim)), *args, dtype=dtype, concatenate=False,
                         meta=np.empty((0,) * out_ndim, dtype=dtype), **kw)
+
+
+def _one_block(func, *blocks, **kw):
+    """`func` of the blocks, each given by blockwise as itself or as lists of one block (one
+    level per reduced axis, each a single chunk, see `_rowwise`)."""
+    args = []
+    for b in blocks:
+        while isinstance(b, list):
+            assert len(b) == 1, "internal: a reduced axis of `_rowwise` is split into chunks"
+            b = b[0]
+        args.append(b)
+    return func(*args, **kw)
 
 
 def _scalar(delayed_value, dtype):
@@ -165,7 +209,7 @@ def _scalar(delayed_value, dtype):
 
 # --------------------------------------------------------------------------- block tasks
 def _enc(values) -> np.ndarray:
-    s = _ExactSum()
+    s = ExactSum()
     s.add(values)
     return s.encode()
 
@@ -175,9 +219,9 @@ def _sum_states(*states):
     out = []
     for items in zip(*states):
         if isinstance(items[0], np.ndarray):
-            acc = _ExactSum.decode(items[0])
+            acc = ExactSum.decode(items[0])
             for e in items[1:]:
-                acc.merge(_ExactSum.decode(e))
+                acc.merge(ExactSum.decode(e))
             out.append(acc.encode())
         else:
             out.append(sum(items))
@@ -185,19 +229,19 @@ def _sum_states(*states):
 
 
 def _ce_none_block(xb, tb, **kw):
-    return _losses.cross_entropy(xb, tb, axis=-1, reduction="none", **kw)
+    return _cross_entropy(xb, tb, axis=-1, reduction="none", **kw)
 
 
 def _ce_parts_block(xb, tb, **kw):
-    loss, zl, wt, counted, _ = _losses._xent_parts(xb, tb, axis=-1, **kw)
+    loss, zl, wt, counted, _ = _xent.xent_parts(xb, tb, axis=-1, **kw)
     z = np.zeros(0) if zl is None else zl
     w = np.zeros(0) if wt is None else wt
     return _enc(loss), _enc(z), _enc(w), counted
 
 
 def _ce_finish(state, reduction, weighted, has_z, dt):
-    loss, z, w, counted = (_ExactSum.decode(state[0]).value(), _ExactSum.decode(state[1]).value(),
-                           _ExactSum.decode(state[2]).value(), state[3])
+    loss, z, w, counted = (ExactSum.decode(state[0]).value(), ExactSum.decode(state[1]).value(),
+                           ExactSum.decode(state[2]).value(), state[3])
     denom = w if weighted else float(counted)
     with np.errstate(invalid="ignore", divide="ignore"):
         s, zz = np.float64(loss), np.float64(z)
@@ -208,18 +252,18 @@ def _ce_finish(state, reduction, weighted, has_z, dt):
 
 
 def _nll_block(xb, tb, ignore_index, n_threads):
-    loss, _, counted, _ = _losses._nll(xb, tb, -1, ignore_index, n_threads)
-    return _enc(loss), counted
+    p = prepare(xb, tb, axis=-1, ignore_index=ignore_index, n_threads=n_threads)
+    return _enc(_xent.nll(p)), p.counted
 
 
 def _ppl_finish(state, dt):
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return dt.type(np.exp(np.float64(_ExactSum.decode(state[0]).value()) / np.float64(state[1])))
+        return dt.type(np.exp(np.float64(ExactSum.decode(state[0]).value()) / np.float64(state[1])))
 
 
 def _ppl_seq_block(xb, tb, ignore_index, n_threads):
-    return _losses.perplexity(xb, tb, axis=-1, ignore_index=ignore_index, per_sequence=True,
-                              n_threads=n_threads)
+    return _perplexity(xb, tb, axis=-1, ignore_index=ignore_index, per_sequence=True,
+                       n_threads=n_threads)
 
 
 def _ts_block(xb, tb, rb=None, *, ignore_index, n_threads):
@@ -308,24 +352,23 @@ def cross_entropy(logits: da.Array, target: da.Array, *, axis: SupportsIndex = -
     >>> np.allclose(per_row.compute(), fastxent.cross_entropy(x, t, reduction="none"))
     True
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of 'none', 'sum', 'mean', got {reduction!r}")
+    check_reduction(reduction)
     x, t, _, kdt = _prepare(logits, target, None, axis)
     rdt = result_dtype(kdt)
-    w = _losses._check_weight(weight, x.shape[-1], rdt)
-    kw = dict(weight=w, ignore_index=_losses._check_ignore_index(ignore_index),
-              label_smoothing=_losses._check_scalar(label_smoothing, "label_smoothing", 0.0, 1.0),
-              z_loss=_losses._check_scalar(z_loss, "z_loss", 0.0), softcap=softcap,
-              n_threads=n_threads)
+    w = check_weight(weight, x.shape[-1], rdt)
+    ii = check_ignore_index(ignore_index)
+    eps = check_scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zc = check_scalar(z_loss, "z_loss", 0.0)
+    kw = dict(weight=w, ignore_index=ii, label_smoothing=eps, z_loss=zc, softcap=softcap, n_threads=n_threads)
     if softcap is not None:
-        _losses._check_scalar(softcap, "softcap", 0.0, lo_open=True)
+        check_scalar(softcap, "softcap", 0.0, lo_open=True)
     if reduction == "none":
         return _rowwise(_ce_none_block, t.ndim, x, t, dtype=rdt, **kw)
     xs, ts = _blocks(x, t)
     f = dask.delayed(_ce_parts_block, pure=True)
     parts = [f(xb, tb, **kw) for xb, tb in zip(xs, ts)]
     total = _tree(parts, _sum_states, split_every)
-    res = dask.delayed(_ce_finish, pure=True)(total, reduction, w is not None, kw["z_loss"] > 0, rdt)
+    res = dask.delayed(_ce_finish, pure=True)(total, reduction, w is not None, zc > 0, rdt)
     return _scalar(res, rdt)
 
 
@@ -372,7 +415,7 @@ def perplexity(logits: da.Array, target: da.Array, *, axis: SupportsIndex = -1,
     """
     x, t, _, kdt = _prepare(logits, target, None, axis)
     rdt = result_dtype(kdt)
-    ii = _losses._check_ignore_index(ignore_index)
+    ii = check_ignore_index(ignore_index)
     if per_sequence:
         if len(t.chunks[-1]) != 1:
             raise ValueError(f"`per_sequence=True` needs each sequence in one chunk, but the "
@@ -435,13 +478,13 @@ def token_stats(logits: da.Array, target: da.Array, *, ref_logits: da.Array | No
     """
     x, t, ref, kdt = _prepare(logits, target, ref_logits, axis)
     rdt = result_dtype(kdt)
-    ii = _losses._check_ignore_index(ignore_index)
+    ii = check_ignore_index(ignore_index)
     obj = _rowwise(_ts_block, t.ndim, x, t, ref, dtype=np.dtype(object), ignore_index=ii,
                    n_threads=n_threads)
-    names = [n for n in _OUTPUTS if ref is not None or n not in _NEED_REF] + ["counted"]
+    names = [n for n in OUTPUTS if ref is not None or n not in REF_OUTPUTS] + ["counted"]
     out = {}
     for n in names:
-        dt = np.dtype(bool) if n in _BOOL or n == "counted" else rdt
+        dt = np.dtype(bool) if n in BOOL_OUTPUTS or n == "counted" else rdt
         out[n] = obj.map_blocks(operator.attrgetter(n), dtype=dt,
                                 meta=np.empty((0,) * t.ndim, dtype=dt))
     return TokenStats(**out)
@@ -500,13 +543,12 @@ def evaluate(logits: da.Array, target: da.Array, ref_logits: da.Array | None = N
     (5, True)
     """
     x, t, ref, _ = _prepare(logits, target, ref_logits, axis)
-    ii = _losses._check_ignore_index(ignore_index)
-    if not isinstance(keep_per_token, (bool, np.bool_)):
-        raise TypeError(f"`keep_per_token` must be a bool, got {keep_per_token!r}")
+    ii = check_ignore_index(ignore_index)
+    keep_per_token = check_bool(keep_per_token, "keep_per_token")
     xs, ts, rs = _blocks(x, t, ref)
     rs = rs or [None] * len(xs)
     f = dask.delayed(_eval_block, pure=True)
-    parts = [f(xb, tb, rb, ii, bool(keep_per_token), n_threads) for xb, tb, rb in zip(xs, ts, rs)]
+    parts = [f(xb, tb, rb, ii, keep_per_token, n_threads) for xb, tb, rb in zip(xs, ts, rs)]
     total = _tree(parts, _eval_merge, split_every)
     return _optimized_delayed(dask.delayed(_eval_finish, pure=True)(total, bool(return_evaluator)))
 

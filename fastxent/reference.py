@@ -369,13 +369,15 @@ def _terms(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smo
             x, chain = cap * np.tanh(x / cap), 1 / np.cosh(x / cap) ** 2
     with np.errstate(all="ignore"):
         lse = logsumexp(x, axis=-1) if n_classes else np.full(x.shape[:-1], -np.inf)
-        p = np.exp(x - lse[..., None])
         # lse - x as (max - x) + log(sum exp(x - max)): lse - x alone would round the tiny
         # log-sum away at a dominant target (lse = 100 + 4e-18 == 100)
         m = np.max(x, axis=-1, keepdims=True) if n_classes else np.zeros(x.shape[:-1] + (1,))
         fin = np.isfinite(m)
         m0 = np.where(fin, m, 0.0)
         gap = np.where(fin, (m0 - x) + _log_shifted_sum(x - m0, -1), lse[..., None] - x)
+        # p = exp(-gap), not exp(x - lse): near 1e308, lse = max + log(sum) rounds to max, which
+        # made p = 1 for each of several equal maxima (found by tests/test_differential.py)
+        p = np.exp(-gap)
     return dict(x=x, chain=chain, lse=lse, p=p, coef=coef, onehot=onehot, a=a, b=b,
                 counted=counted, denom=denom, dtype=dtype, axis=axis, gap=gap)
 
@@ -500,7 +502,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
             if np.any(big):
                 lk = np.log(2.0) + np.log(zc) - np.log(float(n_counted) if reduction == "mean" else 1.0)
                 lk = lk + np.log(np.abs(lse))[..., None]
-                g_z = np.where(big, np.sign(lse)[..., None] * np.exp((x - lse[..., None]) + lk), g_z)
+                g_z = np.where(big, np.sign(lse)[..., None] * np.exp(lk - r["gap"]), g_z)
         if reduction == "mean":
             g_ce = g_ce / r["denom"] if r["denom"] else g_ce * np.nan  # as the loss: NaN
         grad = np.where(counted[..., None], (g_ce + g_z) * r["chain"], 0.0)

@@ -7,11 +7,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._arrays import (as_float_array, as_rows, asarray, float_dtype, float_operand, is_bfloat16,
+from ._arrays import (F32, F64, as_rows, asarray, float_array, float_dtype, float_operand, is_bfloat16,
                       normalize_axes, result_dtype, strided_layout)
 from ._config import resolve_n_threads
 
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _Axes = Optional[Union[SupportsIndex, Sequence[SupportsIndex]]]
 _Float = np.floating[Any]
 _FloatArray = NDArray[np.floating[Any]]
@@ -130,7 +129,7 @@ def logsumexp(a: ArrayLike, axis: _Axes = None, b: ArrayLike | None = None, keep
         except ValueError:
             raise ValueError(f"`b` with shape {b.shape} does not broadcast against `a` with shape {a.shape}") from None
     dt = result_dtype(kdt)
-    a = as_float_array(np.atleast_1d(a), "a", kdt)
+    a = float_array(np.atleast_1d(a), "a", kdt)
     axes = normalize_axes(axis, a.ndim)
     kept_shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
 
@@ -176,7 +175,7 @@ def _promotion_operand(raw, arr: np.ndarray):
     if isinstance(raw, (bool, int, float)) and not isinstance(raw, np.generic):
         return raw
     if arr.dtype.itemsize == 2 and (arr.dtype.kind == "f" or is_bfloat16(arr.dtype)):
-        return _F32
+        return F32
     return arr.dtype
 
 
@@ -191,7 +190,7 @@ def _weighted_result_dtype(a_raw, a: np.ndarray, b_raw, b: np.ndarray) -> np.dty
     float64 or fails on bfloat16, which NumPy cannot promote with a Python float).
     """
     res = np.result_type(_promotion_operand(a_raw, a), _promotion_operand(b_raw, b), 1.0)
-    return _F64 if res.itemsize == 8 else _F32
+    return F64 if res.itemsize == 8 else F32
 
 
 def _rows_like(b: np.ndarray, axes) -> np.ndarray:
@@ -203,7 +202,7 @@ def _softmax(x, axis, log: bool, n_threads):
     nt = resolve_n_threads(n_threads)
     x = asarray(x, "x", keep_bf16=True)
     scalar = x.ndim == 0
-    x = as_float_array(np.atleast_1d(x), "x")
+    x = float_array(np.atleast_1d(x), "x")
     dt = result_dtype(x.dtype)
     axes = normalize_axes(axis, x.ndim)
     if x.size == 0:

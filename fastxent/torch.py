@@ -21,10 +21,9 @@ except ImportError as e:  # pragma: no cover - exercised without torch
 import numpy as np
 
 from . import losses as _losses
+from ._validate import REDUCTIONS
 
 __all__ = ["cross_entropy", "CrossEntropyLoss"]
-
-_REDUCTIONS = ("none", "mean", "sum")
 
 
 def _class_axis(ndim: int) -> int:
@@ -57,7 +56,12 @@ def _xent_fake(input, target, weight, ignore_index, reduction, label_smoothing, 
     else:
         shape = ()
     gdt = torch.float64 if input.dtype == torch.float64 else torch.float32
-    g = input.new_empty(input.shape if need_grad else (0,), dtype=gdt)
+    if need_grad:  # the strides of the real gradient: classes-last memory, class dim moved back
+        cls = _class_axis(input.dim())
+        g = input.new_empty(input.shape[:cls] + input.shape[cls + 1:] + input.shape[cls:cls + 1],
+                            dtype=gdt).movedim(-1, cls)
+    else:
+        g = input.new_empty((0,), dtype=gdt)
     return input.new_empty(shape), g
 
 
@@ -127,7 +131,8 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
         If `input` is not on the CPU, or an option is out of range (see
         :func:`fastxent.cross_entropy`).
     RuntimeError
-        On double backward (``create_graph=True``).
+        On double backward (``create_graph=True``), or if `target` or `weight` requires grad
+        (in grad mode): the loss is differentiable with respect to `input` only.
 
     Notes
     -----
@@ -150,13 +155,21 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(f"`input` and `target` must be torch tensors, got {type(input).__name__} and "
                         f"{type(target).__name__} (use fastxent.cross_entropy for NumPy arrays)")
-    if reduction not in _REDUCTIONS:
+    if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'none', 'mean', 'sum', got {reduction!r}")
     if input.device.type != "cpu":
         raise ValueError(f"`input` is on device {input.device}; fastxent computes on the CPU: "
                          "pass `input.cpu()` (and `target.cpu()`)")
     if softcap is not None and not softcap > 0:
         raise ValueError(f"`softcap` must be a finite number in (0.0, inf], got {softcap!r}")
+    if torch.is_grad_enabled():  # a gradient that would silently be missing: refused
+        if target.requires_grad:
+            raise RuntimeError("`target` requires grad, but fastxent.torch.cross_entropy is "
+                               "differentiable with respect to `input` only: pass `target.detach()` "
+                               "(F.cross_entropy differentiates probability targets)")
+        if weight is not None and weight.requires_grad:
+            raise RuntimeError("`weight` requires grad; the loss is not differentiable with respect to "
+                               "`weight` (as in F.cross_entropy): pass `weight.detach()`")
     need_grad = torch.is_grad_enabled() and input.requires_grad
     loss, _ = _xent_op(input, target, weight, int(ignore_index), reduction, float(label_smoothing),
                        float(z_loss), 0.0 if softcap is None else float(softcap), need_grad)

@@ -57,7 +57,8 @@ try:
 except ImportError:  # numpy < 1.25
     from numpy import AxisError
 
-_USE_ATHERIS = "--plain" not in sys.argv
+# atheris only as a script: tests/test_differential.py imports the decoders below
+_USE_ATHERIS = __name__ == "__main__" and "--plain" not in sys.argv
 if _USE_ATHERIS:
     try:
         import atheris
@@ -85,8 +86,8 @@ ISAS = fastxent.available_isas()
 TOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 2e-5}
 
 # Known differences, counted in the summary instead of stopping the run so that fuzzing goes on
-# finding new ones: reported bugs (the regression test named is a strict xfail in
-# tests/test_hardening.py; drop the entry when it is fixed), conventions where fastxent and the
+# finding new ones: reported bugs (the regression test named is a strict xfail in the test file
+# of what the bug breaks, e.g. tests/test_extreme_values.py; drop the entry when it is fixed), conventions where fastxent and the
 # reference legitimately differ, and bugs of the reference itself.
 KNOWN_BUGS = {
     # open bugs
@@ -438,7 +439,7 @@ def gen_grad_out(d: Bytes, x):
 
 # --------------------------------------------------------------------------- evaluation oracles
 # fastxent.reference has no token_stats / kl_divergence / Evaluator: these plain NumPy float64
-# versions follow their docstrings (fastxent/evaluate.py) and reuse the reference's checks.
+# versions follow their docstrings (fastxent/_per_token.py, fastxent/_evaluator.py) and reuse the reference's checks.
 def _eval_logits(a, name):
     """(float64 array, kernel dtype, result dtype) with fastxent's dtype rules for logits."""
     arr = np.asarray(a)

@@ -11,6 +11,7 @@ The table in docs/bad_inputs.md is generated from ROWS and CLI_ROWS:
     python tests/test_catalogue.py --write      # after changing a row
 """
 import os
+import re
 import sys
 
 import numpy as np
@@ -35,6 +36,7 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 #   xs, gs = two overlapping (2, 3) views of one buffer (gs starts one element after xs)
 #   gU = a (2, 3) float64 grad_out at byte offset 1 of a uint8 buffer (unaligned)
 #   ev = Evaluator()
+#   gpu = a DLPack producer on a CUDA device    sparse = one whose export fails (as a torch sparse tensor's)
 ROWS = [
     # ---------------------------------------------------------------- logsumexp
     ("logsumexp", "logsumexp(np.ones(3, np.complex64))", TypeError,
@@ -166,6 +168,16 @@ ROWS = [
     ("Evaluator", "Evaluator(ignore_index=-2**63 - 1)", ValueError,
      "`ignore_index` must fit in int64, got -9223372036854775809"),
     ("Evaluator", "ev.merge({})", TypeError, "`other` must be an Evaluator, got dict"),
+    # ---------------------------------------------------------------- DLPack input (torch, JAX, ...)
+    ("cross_entropy", "cross_entropy(gpu, t)", ValueError,
+     "`logits` is on a non-CPU device (CUDA:0, DLPack device type 2); fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor, `jax.device_put(x, jax.devices('cpu')[0])` for a JAX array)"),
+    ("cross_entropy", "cross_entropy(x, t, return_grad=True, grad_out=gpu)", ValueError,
+     "`grad_out` is on a non-CPU device (CUDA:0, DLPack device type 2); fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor, `jax.device_put(x, jax.devices('cpu')[0])` for a JAX array)"),
+    ("Evaluator", "ev.update(x, t, ref_logits=gpu)", ValueError,
+     "`ref_logits` is on a non-CPU device (CUDA:0, DLPack device type 2); fastxent reads CPU memory only: move it first (e.g. `x.cpu()` for a torch tensor, `jax.device_put(x, jax.devices('cpu')[0])` for a JAX array)"),
+    ("softmax", "softmax(sparse)", BufferError,
+     "`x` (test_catalogue.Unexportable) could not be read over DLPack: its __dlpack__() raised BufferError: "
+     "Can't export tensors with layout other than torch.strided"),
 ]
 
 # (bad input, argv after "eval" ({d}: a temporary directory holding the files below), message;
@@ -214,6 +226,22 @@ CLI_ROWS = [
 ]
 
 
+class OnCUDA:
+    def __dlpack__(self, **kw):  # pragma: no cover - must never be called
+        raise AssertionError("__dlpack__ called for a non-CPU tensor")
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+class Unexportable:
+    def __dlpack__(self, **kw):
+        raise BufferError("Can't export tensors with layout other than torch.strided")
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
 def namespace():
     buf = np.zeros(7)
     gF = np.full((2, 3), 7.0, order="F")
@@ -225,7 +253,8 @@ def namespace():
     ns.update(x=np.zeros((2, 3)), x32=np.zeros((2, 3), np.float32), t=np.array([0, 2]), p=np.full((2, 3), 1 / 3),
               g=np.full((2, 3), 7.0), g32=np.full((2, 3), 7.0, np.float32), ro=ro, gF=gF,
               xs=buf[:6].reshape(2, 3), gs=buf[1:].reshape(2, 3), ev=Evaluator(),
-              gU=np.full(49, 7, np.uint8)[1:].view(np.float64).reshape(2, 3))
+              gU=np.full(49, 7, np.uint8)[1:].view(np.float64).reshape(2, 3), gpu=OnCUDA(),
+              sparse=Unexportable())
     assert not ns["gU"].flags.aligned
     return ns
 
@@ -258,6 +287,48 @@ def test_catalogue_row(row, restore_config):
     changed = [k for k in before if before[k] != after[k]]
     assert not changed, f"{code}: wrote to {changed} before raising"
     assert (repr(ns["ev"]), ns["ev"].tokens) == ev_before, f"{code}: the Evaluator changed"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_unaligned_grad_out_names_grad_out(dtype, axis):
+    """The row of `gU` for both gradient dtypes and both class axes: a grad_out that is
+    C-contiguous but unaligned (a view at byte offset 1 of a uint8 buffer) was reported as a bad
+    class axis; the message names `grad_out` and alignment, and nothing is written.  (The
+    reference writes into any writeable array: only fastxent raises.)"""
+    x = np.zeros((2, 3), dtype)
+    t = np.array([0, 2])
+    buf = np.full(x.nbytes + 1, 7, np.uint8)
+    g = buf[1:].view(dtype).reshape(x.shape)
+    assert not g.flags.aligned and g.flags.c_contiguous
+    before = buf.copy()
+    with pytest.raises(ValueError, match=r"^`grad_out` is not aligned") as err:
+        fastxent.cross_entropy(x if axis == -1 else x.T, t, axis=axis, return_grad=True,
+                               grad_out=g if axis == -1 else g.T)
+    err.match(f"multiples of {np.dtype(dtype).itemsize} bytes")
+    err.match("C-contiguous class axis")
+    assert "class axis and rows" not in str(err.value)
+    np.testing.assert_array_equal(buf, before)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_grad_out_message_with_the_class_axis_not_last(in_place):
+    """Found by tests/test_differential.py: with axis=1 a C-contiguous grad_out of the logits'
+    shape (or the C-contiguous logits themselves, in place) was refused with "a C-contiguous array
+    of the logits' shape always works"; the message now names the layout that does."""
+    x = np.random.default_rng(0).standard_normal((3, 5, 4))
+    t = np.zeros((3, 4), np.int64)
+    g = x if in_place else np.zeros(x.shape)
+    before = g.copy()
+    with pytest.raises(ValueError, match=r"^`grad_out` must have a contiguous class axis") as err:
+        fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=g)
+    err.match(re.escape("a C-contiguous array of the logits' shape does not qualify; "
+                        "np.moveaxis(np.empty((3, 4, 5), np.float64), -1, 1) always works"))
+    np.testing.assert_array_equal(g, before)
+    good = np.moveaxis(np.empty((3, 4, 5)), -1, 1)
+    loss, grad = fastxent.cross_entropy(x, t, axis=1, return_grad=True, grad_out=good)
+    assert grad is good
+    np.testing.assert_array_equal(grad, fastxent.cross_entropy(x, t, axis=1, return_grad=True)[1])
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +395,8 @@ def render() -> str:
         "`t = np.array([0, 2])`, `p = np.full((2, 3), 1/3)` (probability targets), `g = np.full((2, 3), 7.0)`",
         "(a gradient buffer), `g32` (float32), `ro` (read-only), `gF` (Fortran order: class axis strided),",
         "`xs`/`gs` (two overlapping views of one buffer), `gU` (a float64 gradient buffer at byte offset 1",
-        "of a uint8 buffer: unaligned), `ev = Evaluator()`.",
+        "of a uint8 buffer: unaligned), `ev = Evaluator()`, `gpu` (a DLPack producer on a CUDA device),",
+        "`sparse` (a DLPack producer whose export fails, as a torch sparse tensor's does).",
         "",
         "| # | function | call | exception | message |",
         "|---|---|---|---|---|",

@@ -11,6 +11,7 @@ from dask.delayed import Delayed  # noqa: E402
 
 import fastxent  # noqa: E402
 import fastxent.dask as fxd  # noqa: E402
+from conftest import optional_import  # noqa: E402
 
 V = 37
 
@@ -415,3 +416,106 @@ def test_distributed_no_run_spec_warning(tmp_path):
     relevant = [str(w.message) for w in caught
                 if not issubclass(w.category, (DeprecationWarning, ResourceWarning))]
     assert not relevant, relevant[:3]
+
+
+# --------------------------------------------------------------------------- DLPack blocks
+class _DLPackOnly:
+    """A block visible through DLPack only (no __array__, no buffer protocol): a stand-in for
+    CuPy-like or array-API objects."""
+
+    def __init__(self, a):
+        self.a = a
+        self.shape, self.ndim, self.dtype = a.shape, a.ndim, a.dtype
+
+    def __dlpack__(self, **kw):
+        return self.a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+def _block_maker(kind):
+    """numpy block -> a block of `kind` holding the same values (bfloat16 included)."""
+    if kind == "dlpack-only":
+        return _DLPackOnly
+    if kind == "torch":
+        torch = optional_import("torch")
+
+        def to_torch(b):
+            if b.dtype.name == "bfloat16":
+                return torch.from_numpy(np.ascontiguousarray(b).view(np.int16)).view(torch.bfloat16)
+            return torch.from_numpy(np.ascontiguousarray(b))
+        return to_torch
+    jax = optional_import("jax")
+    return lambda b: jax.device_put(b, jax.devices("cpu")[0])
+
+
+def _as_blocks(a, kind):
+    return a.map_blocks(_block_maker(kind), dtype=a.dtype, meta=np.empty((0,) * a.ndim, dtype=a.dtype))
+
+
+def _bf16_or_skip():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    return ml_dtypes.bfloat16
+
+
+@pytest.mark.parametrize("kind", ["dlpack-only", "torch", "jax"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("ch", [(3, 16), (1, 7), (3, 50)])
+def test_blocks_may_be_dlpack_producers(ch, dtype, kind):
+    """Blocks that are torch tensors, JAX arrays or DLPack-only objects: every function of
+    fastxent.dask gives the results of the same data in NumPy blocks, bitwise."""
+    if kind == "dlpack-only" and dtype == "bfloat16":
+        pytest.skip("the stand-in wraps NumPy, which cannot export bfloat16 over DLPack")
+    dt = _bf16_or_skip() if dtype == "bfloat16" else np.float32
+    x, r, t = _data(dtype=dt)
+    X, T, R = _dask(x, t, r, ch)
+    Xb, Tb, Rb = _as_blocks(X, kind), _as_blocks(T, kind), _as_blocks(R, kind)
+    assert not isinstance(Xb.to_delayed().ravel()[0].compute(), np.ndarray)  # the blocks really are not NumPy arrays
+    w = np.linspace(0.5, 2.0, V)
+    for kw in (dict(), dict(reduction="sum", weight=w, label_smoothing=0.1),
+               dict(reduction="none", z_loss=1e-3, softcap=5.0)):
+        got, want = fxd.cross_entropy(Xb, Tb, **kw).compute(), fxd.cross_entropy(X, T, **kw).compute()
+        assert np.array_equal(got, want) and got.dtype == want.dtype, kw
+    assert fxd.perplexity(Xb, Tb).compute() == fxd.perplexity(X, T).compute()
+    if len(X.chunks[1]) == 1:  # per sequence: the sequence axis in one chunk
+        assert np.array_equal(fxd.perplexity(Xb, Tb, per_sequence=True).compute(),
+                              fxd.perplexity(X, T, per_sequence=True).compute())
+    got, want = fxd.token_stats(Xb, Tb, ref_logits=Rb), fxd.token_stats(X, T, ref_logits=R)
+    for name in ("nll", "entropy", "correct", "kl", "same_top", "ref_nll", "counted"):
+        assert np.array_equal(getattr(got, name).compute(), getattr(want, name).compute(), equal_nan=True), name
+    assert fxd.evaluate(Xb, Tb, Rb).compute() == fxd.evaluate(X, T, R).compute()
+
+
+def test_torch_blocks_with_class_axis_1():
+    x, r, t = _data()
+    xc = np.ascontiguousarray(np.moveaxis(x, -1, 1))  # (3, V, 50): classes on axis 1
+    X = _as_blocks(da.from_array(xc, chunks=(1, -1, 16)), "torch")
+    T = _as_blocks(da.from_array(t, chunks=(1, 16)), "torch")
+    assert fxd.cross_entropy(X, T, axis=1).compute() == fastxent.cross_entropy(x, t)
+    assert fxd.evaluate(X, T, axis=1).compute() == fxd.evaluate(da.from_array(x, chunks=(1, 16, -1)),
+                                                                da.from_array(t, chunks=(1, 16))).compute()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dask_arrays_with_a_torch_meta(dtype):
+    """``x.map_blocks(torch.from_numpy)`` gives a dask array whose meta is a tensor and whose
+    dtype is a torch.dtype: read as the NumPy dtype of that name."""
+    torch = optional_import("torch")
+    x, r, t = _data(dtype=_bf16_or_skip() if dtype == "bfloat16" else np.float32)
+    X, T, R = _dask(x, t, r, (1, 16))
+    to_torch = _block_maker("torch")
+    Xt, Tt, Rt = X.map_blocks(to_torch), T.map_blocks(to_torch), R.map_blocks(to_torch)
+    assert Xt.dtype == getattr(torch, dtype) and isinstance(Xt._meta, torch.Tensor)
+    assert fxd.cross_entropy(Xt, Tt).compute() == fxd.cross_entropy(X, T).compute()
+    assert np.array_equal(fxd.cross_entropy(Xt, Tt, reduction="none").compute(),
+                          fxd.cross_entropy(X, T, reduction="none").compute())
+    assert fxd.evaluate(Xt, Tt, Rt).compute() == fxd.evaluate(X, T, R).compute()
+    with pytest.raises(TypeError, match=r"^`logits` is complex \(complex64\); fastxent handles real input only"):
+        fxd.cross_entropy(X.astype(np.complex64).map_blocks(to_torch), Tt)
+    f8 = X.astype(np.float32).map_blocks(lambda b: torch.from_numpy(b).to(torch.float8_e4m3fn))
+    # NumPy knows the name when ml_dtypes is imported; else fastxent's own message
+    with pytest.raises(TypeError, match=r"^`logits` (has dtype float8_e4m3fn; supported dtypes are|is a dask array "
+                                        r"of dtype torch\.float8_e4m3fn \(its meta is a torch\.Tensor\), which "
+                                        r"fastxent does not read)"):
+        fxd.cross_entropy(f8, Tt)

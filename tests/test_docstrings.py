@@ -31,8 +31,10 @@ class _NumPy1Checker(doctest.OutputChecker):
 
 CHECKER = _NumPy1Checker() if np.lib.NumpyVersion(np.__version__) < "2.0.0" else None
 
-MODULES = ["fastxent.special", "fastxent.losses", "fastxent.evaluate", "fastxent._config",
-           "fastxent.dask", "fastxent.torch"]
+# the modules that define public functions and classes (fastxent.evaluate re-exports those of
+# _per_token, _evaluator and _report)
+MODULES = ["fastxent.special", "fastxent.losses", "fastxent._per_token", "fastxent._evaluator",
+           "fastxent._report", "fastxent._config", "fastxent.dask", "fastxent.torch"]
 
 
 def _module(name):
@@ -81,11 +83,12 @@ RETURNED_TYPES = ["TokenStats"]
 
 
 def _public_api():
-    """(qualified name, module name) of everything a user is promised: fastxent.__all__ and
-    fastxent.dask.__all__ (functions and classes), the types they return, and the public members
-    of those classes."""
+    """(qualified name, module name) of everything a user is promised: fastxent.__all__,
+    fastxent.evaluate.__all__ and fastxent.dask.__all__ (functions and classes), the types they
+    return, and the public members of those classes."""
     out = []
-    for pkg, names in (("fastxent", list(fastxent.__all__) + RETURNED_TYPES), ("fastxent.dask", None)):
+    for pkg, names in (("fastxent", list(fastxent.__all__) + RETURNED_TYPES), ("fastxent.evaluate", None),
+                       ("fastxent.dask", None)):
         if names is None:
             try:
                 mod = importlib.import_module(pkg)
@@ -109,9 +112,10 @@ def test_every_public_callable_has_an_example():
     api = _public_api()
     names = {q for q, _ in api}
     # the list covers what it should (so that a change to the collection cannot empty it)
-    assert {"fastxent.losses.cross_entropy", "fastxent.evaluate.Evaluator.update",
-            "fastxent.evaluate.Evaluator.from_state_dict", "fastxent.evaluate.Evaluator.has_ref",
-            "fastxent.evaluate.TokenStats.as_dict", "fastxent._config.show_config"} <= names
+    assert {"fastxent.losses.cross_entropy", "fastxent._evaluator.Evaluator.update",
+            "fastxent._evaluator.Evaluator.from_state_dict", "fastxent._evaluator.Evaluator.has_ref",
+            "fastxent._per_token.TokenStats.as_dict", "fastxent._report.format_report",
+            "fastxent._config.show_config"} <= names
     found = set()
     for mod in {m for _, m in api}:
         found |= {t.name for t in _doctests(importlib.import_module(mod), mod)}

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import fastxent
+from conftest import SESSION_ISA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastxent.__file__)))
 PROBE = ("import json, warnings\n"
@@ -46,3 +47,24 @@ def test_valid_isa_is_used_silently(value):
     got = import_with(value)
     assert got["warnings"] == []
     assert got["isa"] == ("baseline" if value.strip() else fastxent.available_isas()[-1])
+
+
+def test_session_isa_follows_the_environment():
+    """The suite runs on the ISA FASTXENT_ISA names (capped at what this CPU runs)."""
+    names = ["baseline", "avx2", "avx512"]
+    cap = os.environ.get("FASTXENT_ISA", "").strip().lower()
+    limit = names.index(cap) if cap in names else len(names) - 1
+    assert SESSION_ISA == [n for n in fastxent.available_isas() if names.index(n) <= limit][-1]
+
+
+def test_a_test_that_leaves_the_best_isa():
+    fastxent.set_isa(None)  # as several tests restore: the best ISA, not the session's
+    other = [n for n in fastxent.available_isas() if n != SESSION_ISA]
+    if other:
+        fastxent.set_isa(other[0])
+    assert fastxent.show_config(print_out=False)["isa"] != SESSION_ISA or not other
+
+
+def test_the_next_test_runs_on_the_session_isa():
+    """(after the test above, in file order) the autouse fixture of conftest put the ISA back"""
+    assert fastxent.show_config(print_out=False)["isa"] == SESSION_ISA

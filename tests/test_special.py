@@ -1,12 +1,15 @@
 """logsumexp, softmax and log_softmax against fastxent.reference and scipy.special."""
 
+import math
+
 import numpy as np
 import pytest
 
+import fastxent
 from fastxent import reference
 from conftest import (DTYPES, LAYOUTS, VOCABS, assert_bitwise_equal_over_threads,
-                      assert_log_close, assert_prob_close, assert_result_type, logits_like,
-                      ref64, row_scale, scipy_special)
+                      assert_log_close, assert_prob_close, assert_result_type, has_ml_dtypes,
+                      logits_like, ref64, row_scale, scipy_special)
 
 pytest.importorskip("scipy")
 sps = scipy_special()  # scipy.special when it behaves as SciPy 1.17 (the version followed), else the reference
@@ -367,3 +370,98 @@ def test_every_instruction_set(fx, make_layout, rng, isa, name, layout, dtype):
     x = make_layout(logits_like(rng, (5, 40), dtype), layout)
     x[2, 7] = NAN
     check(fx, name, x, axis=-1)
+
+
+# --------------------------------------------------------------------------- the result dtype of logsumexp(a, b=b)
+@pytest.mark.skipif(not has_ml_dtypes(), reason="needs ml_dtypes")
+@pytest.mark.parametrize("b", ["python_float", "float16_array"])
+def test_logsumexp_bfloat16_with_b(b):
+    import ml_dtypes
+    a = np.ones(3, ml_dtypes.bfloat16)
+    bb = 2.0 if b == "python_float" else np.full(3, 2.0, np.float16)
+    got = fastxent.logsumexp(a, b=bb)
+    assert got.dtype == np.float32
+    assert abs(float(got) - (1.0 + math.log(6.0))) < 1e-6
+
+
+@pytest.mark.parametrize("bdt", [np.bool_, np.int8, np.uint8, np.int16])
+def test_logsumexp_float32_with_small_int_b_stays_float32(bdt):
+    """Found by fuzzing (a regression of 2ab3fc0's dtype fix): float32 `a` with a bool/int8/int16/uint8
+    `b` array gave float64; scipy.special.logsumexp and the reference keep float32
+    (np.result_type(float32, bool, 1.0) is float32; int32/int64 `b` give float64 in all three)."""
+    got = fastxent.logsumexp(np.zeros(3, np.float32), b=np.ones(3, bdt))
+    assert got.dtype == np.float32
+    assert fastxent.reference.logsumexp(np.zeros(3, np.float32), b=np.ones(3, bdt)).dtype == np.float32
+
+
+def test_logsumexp_bool_a_with_float32_scalar_b_is_float32():
+    """Found by fuzzing: bool (or int8) `a` with ``b=np.float32(0.5)``: scipy promotes to float32
+    (a NumPy scalar is not weak under NEP 50) and so do fastxent and the reference now; the
+    reference used to convert `a` to float64 before promoting and said float64."""
+    for a in (np.array([True, False]), np.array([1, 0], np.int8)):
+        got = fastxent.logsumexp(a, b=np.float32(0.5), return_sign=True)
+        want = fastxent.reference.logsumexp(a, b=np.float32(0.5), return_sign=True)
+        assert type(got[0]) is type(got[1]) is type(want[0]) is type(want[1]) is np.float32
+        assert abs(float(got[0]) - math.log(0.5 * (math.e + 1.0))) < 1e-6
+
+
+# The dtype grid of logsumexp(a, b=b): every array dtype fastxent accepts, as an array, a NumPy
+# scalar and a 0-d array, plus Python numbers and lists (Python numbers are weak under NEP 50).
+_GRID_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float16", "float32", "float64", "bfloat16"]
+
+
+def _grid_dtype(name):
+    if name == "bfloat16":
+        if not has_ml_dtypes():
+            pytest.skip("needs ml_dtypes")
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _grid_operand(kind, values):
+    """An operand of the grid: "<dtype>" array, "<dtype>_scalar", "<dtype>_0d", or a Python one."""
+    python = {"py_int": int(values[0]), "py_float": float(values[0]) + 0.5, "py_bool": True,
+              "list_float": [float(v) for v in values], "list_int": [int(v) for v in values]}
+    if kind in python:
+        return python[kind]
+    name, _, form = kind.partition("_")
+    v = np.asarray(values).astype(_grid_dtype(name))
+    return {"": v, "scalar": v[0], "0d": v[:1].reshape(())}[form]
+
+
+_GRID_A = _GRID_DTYPES + ["float32_scalar", "bool_scalar", "float64_0d", "int8_0d",
+                          "py_int", "py_float", "py_bool", "list_int"]
+
+
+_GRID_B = ([d for d in _GRID_DTYPES] + [d + "_scalar" for d in _GRID_DTYPES] + [d + "_0d" for d in _GRID_DTYPES]
+           + ["py_int", "py_float", "py_bool", "list_float", "list_int", None])
+
+
+@pytest.mark.parametrize("b_kind", _GRID_B, ids=str)
+@pytest.mark.parametrize("a_kind", _GRID_A)
+def test_logsumexp_result_dtype_grid(a_kind, b_kind):
+    """fastxent and the reference give the same dtype (and values), which is SciPy's with 16-bit
+    floats widened to float32 (SciPy gives float16 for float16; it does not support bfloat16, which
+    fastxent promotes as float16: checked by substituting float16)."""
+    a = _grid_operand(a_kind, [0.0, 1.0, 1.0])
+    b = None if b_kind is None else _grid_operand(b_kind, [1.0, 2.0, 1.0])
+    for return_sign in (False, True):
+        got = fastxent.logsumexp(a, b=b, return_sign=return_sign)
+        want = fastxent.reference.logsumexp(a, b=b, return_sign=return_sign)
+        got, want = (got, want) if return_sign else ((got,), (want,))
+        for g, w in zip(got, want):
+            assert type(g) is type(w) and np.asarray(g).dtype == np.asarray(w).dtype, (g, w)
+            np.testing.assert_allclose(np.float64(g), np.float64(w), rtol=2e-7)
+        dtype = np.asarray(got[0]).dtype
+        assert dtype in (np.float32, np.float64)
+        assert np.asarray(got[-1]).dtype == dtype  # the sign has the result's dtype
+        if "bfloat16" in (a_kind + str(b_kind)):
+            a16 = _grid_operand(a_kind.replace("bfloat16", "float16"), [0.0, 1.0, 1.0])
+            b16 = None if b_kind is None else _grid_operand(b_kind.replace("bfloat16", "float16"), [1.0, 2.0, 1.0])
+            assert dtype == np.asarray(fastxent.logsumexp(a16, b=b16)).dtype
+            continue
+        theirs = np.asarray(sps.logsumexp(a, b=b, return_sign=return_sign)[0] if return_sign
+                            else sps.logsumexp(a, b=b)).dtype
+        assert dtype == (np.float32 if theirs == np.float16 else theirs), (dtype, theirs)

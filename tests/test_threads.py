@@ -3,11 +3,13 @@ thread count follows set_num_threads, OMP_NUM_THREADS and threadpoolctl."""
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 import fastxent
+from conftest import run_python
 
 THREADS = [1, 2, 3, 8]
 SHAPES = [
@@ -100,3 +102,18 @@ def test_serial_build_ignores_thread_requests():
     x, t = _inputs((16, 100), np.float32)
     np.testing.assert_array_equal(fastxent.cross_entropy(x, t, n_threads=4),
                                   fastxent.cross_entropy(x, t, n_threads=1))
+
+
+def test_huge_n_threads_does_not_crash(tmp_path):
+    code = textwrap.dedent("""
+        import numpy as np, fastxent
+        try:
+            r = fastxent.logsumexp(np.zeros((200000, 10)), axis=-1, n_threads=100000)
+            print("OK" if np.allclose(r, np.log(10)) else "WRONG")
+        except (ValueError, TypeError) as e:
+            print("OK raised", type(e).__name__, e)
+    """)
+    # an expected crash must not count as a report of tools/run_sanitized_tests.sh
+    env = {"ASAN_OPTIONS": f"detect_leaks=0:log_path={tmp_path}/asan"}
+    rc, out, err = run_python(code, timeout=120, env=env)
+    assert rc == 0 and out.startswith("OK"), f"rc={rc} out={out!r} err={err[-1000:]!r}"

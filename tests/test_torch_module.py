@@ -1,10 +1,21 @@
-"""fastxent.torch: PyTorch's cross_entropy conventions, autograd, torch.compile (needs torch)."""
+"""fastxent.torch: PyTorch's cross_entropy conventions, autograd, torch.compile (needs torch).
+
+Tolerances: float64 against F.cross_entropy + autograd to 1e-12 (loss) and 1e-10 (gradient),
+relative; float32 against the float64 truth to 1e-5 relative + 1e-6; bfloat16 and float16 to
+one rounding of the result to that dtype (2^-8 and 2^-11 relative): fastxent computes in
+float32 and rounds once (`TOL` below).  z-loss and softcap, which F.cross_entropy has not, are
+compared with their definition composed of torch operations (`_torch_loss`).
+"""
+import shutil
 import subprocess
 import sys
+import tracemalloc
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from conftest import optional_import
+
+torch = optional_import("torch")
 F = torch.nn.functional
 import fastxent.torch as fxt  # noqa: E402
 
@@ -26,7 +37,10 @@ def _case(shape, n_classes_dim=1, seed=0, dtype=torch.float64, prob=False, ignor
 
 OPTIONS = [dict(), dict(weight=True), dict(label_smoothing=0.2), dict(weight=True, label_smoothing=0.1),
            dict(ignore_index=1), dict(z_loss=1e-2), dict(softcap=3.0), dict(prob=True),
-           dict(prob=True, weight=True, label_smoothing=0.1)]
+           dict(prob=True, weight=True, label_smoothing=0.1),
+           dict(weight=True, label_smoothing=0.1, z_loss=1e-2, softcap=3.0),
+           dict(ignore_index=1, z_loss=5e-2, softcap=2.0),
+           dict(prob=True, weight=True, z_loss=1e-2, softcap=3.0)]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -50,16 +64,32 @@ def _parity_opts(opts, w):
     return prob, opts
 
 
+def _torch_loss(x, t, reduction="mean", z_loss=0.0, softcap=None, **kw):
+    """fastxent.torch.cross_entropy's definition in torch operations: F.cross_entropy of the
+    capped logits ``softcap * tanh(x / softcap)``, plus ``z_loss * logsumexp**2`` per counted
+    position ("mean": the z-loss total over the number of counted positions)."""
+    cls = 1 if x.dim() >= 2 else 0
+    xc = x if softcap is None else softcap * torch.tanh(x / softcap)
+    loss = F.cross_entropy(xc, t, reduction=reduction, **kw)
+    if z_loss:
+        lse = torch.logsumexp(xc, dim=cls)
+        counted = torch.ones_like(lse, dtype=torch.bool) if t.dtype.is_floating_point else \
+            t != kw.get("ignore_index", -100)
+        z = z_loss * torch.where(counted, lse, 0.0) ** 2
+        loss = loss + (z if reduction == "none" else z.sum() if reduction == "sum" else z.sum() / counted.sum())
+    return loss
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("opts", [o for o in OPTIONS if "z_loss" not in o and "softcap" not in o],
-                         ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(o) or "plain")
 @pytest.mark.parametrize("shape", [(64, 50), (4, 33, 9), (17,)])
 def test_matches_torch_float64(shape, opts, reduction):
-    """Same numbers as F.cross_entropy + autograd in float64 (1e-12 relative)."""
+    """Same numbers as F.cross_entropy (with z-loss and softcap: `_torch_loss`) + autograd in
+    float64 (1e-12 relative)."""
     x, t, w = _case(shape, prob=opts.get("prob", False), ignore="ignore_index" not in opts)
     prob, kw = _parity_opts(opts, w.double())
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    la, lb = fxt.cross_entropy(a, t, reduction=reduction, **kw), F.cross_entropy(b, t, reduction=reduction, **kw)
+    la, lb = fxt.cross_entropy(a, t, reduction=reduction, **kw), _torch_loss(b, t, reduction=reduction, **kw)
     assert la.dtype == lb.dtype and la.shape == lb.shape
     torch.testing.assert_close(la, lb, rtol=1e-12, atol=1e-12)
     gout = torch.rand_like(la) + 0.5
@@ -73,25 +103,36 @@ def test_matches_torch_float64(shape, opts, reduction):
 TOL = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (2 ** -8, 2 ** -8), torch.float16: (2 ** -11, 2 ** -14)}
 
 
+LOW_OPTIONS = [dict(), dict(label_smoothing=0.1), dict(weight=True), dict(ignore_index=1),
+               dict(prob=True, label_smoothing=0.1), dict(z_loss=1e-3, softcap=15.0),
+               dict(weight=True, label_smoothing=0.1, z_loss=1e-2, softcap=5.0)]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_low_precision_against_float64_truth(dtype, reduction, smoothing):
-    x, t, w = _case((128, 300), dtype=dtype)
+@pytest.mark.parametrize("opts", LOW_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("shape", [(128, 300), (4, 300, 16)])
+def test_low_precision_against_float64_truth(dtype, reduction, opts, shape):
+    x, t, w = _case(shape, dtype=dtype, prob=opts.get("prob", False), ignore="ignore_index" not in opts)
+    if opts.get("prob"):
+        t = t.to(dtype)  # probability targets in the input's dtype, as F.cross_entropy wants them
+    prob, kw = _parity_opts(opts, w.to(dtype))
     a = x.clone().requires_grad_()
-    la = fxt.cross_entropy(a, t, reduction=reduction, label_smoothing=smoothing)
+    la = fxt.cross_entropy(a, t, reduction=reduction, **kw)
     assert la.dtype == dtype  # torch's result dtype
     x64 = x.double().requires_grad_()
-    l64 = F.cross_entropy(x64, t, reduction=reduction, label_smoothing=smoothing)
+    kw64 = dict(kw, weight=kw["weight"].double()) if "weight" in kw else kw
+    l64 = _torch_loss(x64, t.double() if prob else t, reduction=reduction, **kw64)
     rtol, atol = TOL[dtype]
     torch.testing.assert_close(la.double(), l64.detach(), rtol=rtol, atol=atol)
     la.sum().backward()
     l64.sum().backward()
     assert a.grad.dtype == dtype
     torch.testing.assert_close(a.grad.double(), x64.grad, rtol=rtol, atol=atol * float(x64.grad.abs().max()))
-    if dtype != torch.float32:  # and at least as close to the truth as PyTorch's own bf16/f16 result
+    if dtype != torch.float32 and "z_loss" not in kw:
+        # and at least as close to the truth as PyTorch's own bf16/f16 result
         b = x.clone().requires_grad_()
-        lb = F.cross_entropy(b, t, reduction=reduction, label_smoothing=smoothing)
+        lb = F.cross_entropy(b, t, reduction=reduction, **kw)
         assert (la.double() - l64).abs().max() <= (lb.double() - l64).abs().max() + 1e-12
 
 
@@ -111,14 +152,34 @@ def test_strided_causal_view_and_module():
     torch.testing.assert_close(m(xs, ts), ref(xs, ts), rtol=1e-5, atol=1e-6)
 
 
+def _traced(f):
+    """(peak, still allocated after `f`) bytes of NumPy/Python memory during `f()`, and its result."""
+    tracemalloc.start()
+    try:
+        out = f()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, current, out
+
+
 def test_no_grad_keeps_no_gradient_and_backward_needs_it():
-    x, t, _ = _case((8, 5))
+    x, t, _ = _case((2048, 1000), dtype=torch.float32)  # an 8 MB gradient
     x.requires_grad_(True)
-    with torch.no_grad():
-        loss = fxt.cross_entropy(x, t)
-    assert loss.grad_fn is None
-    loss = fxt.cross_entropy(x.detach(), t)
-    assert loss.grad_fn is None and not loss.requires_grad
+    mb = 1 << 20
+    # grad mode: the gradient (8 MB) is computed in the forward pass and kept until backward
+    peak, kept, loss = _traced(lambda: fxt.cross_entropy(x, t))
+    assert loss.grad_fn is not None and kept >= 4 * x.numel()
+    loss.backward()
+    torch.testing.assert_close(x.grad, torch.func.grad(lambda x: F.cross_entropy(x, t))(x.detach()),
+                               rtol=1e-5, atol=1e-9)
+    # no_grad, inference_mode, an input that does not require grad: never computed, nothing kept
+    for mode, inp in ((torch.no_grad, x), (torch.inference_mode, x), (torch.enable_grad, x.detach())):
+        with mode():
+            peak, kept, loss = _traced(lambda: fxt.cross_entropy(inp, t))
+        assert loss.grad_fn is None and not loss.requires_grad, mode
+        assert peak < mb and kept < mb, (mode, peak, kept)
+        assert loss.item() == pytest.approx(F.cross_entropy(x.detach(), t).item(), rel=1e-6)
 
 
 def test_double_backward_is_a_clear_error():
@@ -130,40 +191,109 @@ def test_double_backward_is_a_clear_error():
 
 
 def test_errors():
-    x, t, _ = _case((8, 5))
+    x, t, w = _case((8, 5))
     with pytest.raises(ValueError, match="`reduction`"):
         fxt.cross_entropy(x, t, reduction="avg")
+    with pytest.raises(ValueError, match=r"^`input` is on device meta; fastxent computes on the CPU: pass `input\.cpu\(\)`"):
+        fxt.cross_entropy(torch.empty(8, 5, device="meta"), t)
+    # gradients fastxent does not compute are refused, not silently missing
+    xg, p = x.clone().requires_grad_(), torch.softmax(x, 1).requires_grad_()
+    with pytest.raises(RuntimeError, match=r"^`target` requires grad, but fastxent\.torch\.cross_entropy is "
+                                           r"differentiable with respect to `input` only"):
+        fxt.cross_entropy(xg, p)
+    wg = w.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match=r"^`weight` requires grad"):
+        fxt.cross_entropy(xg, t, wg)
+    with torch.no_grad():  # no gradient wanted: fine
+        torch.testing.assert_close(fxt.cross_entropy(xg, p, wg), F.cross_entropy(xg, p, wg), rtol=1e-12, atol=0)
     with pytest.raises(TypeError, match="`input` and `target` must be torch tensors"):
         fxt.cross_entropy(x.numpy(), t)
     with pytest.raises(IndexError, match="`target` value 7"):
         fxt.cross_entropy(x, torch.full((8,), 7))
 
 
-def test_compile_fullgraph():
+def _compiled_graphs(f, *args):
+    """The forward and backward graphs AOTAutograd makes of `f` (compiled with fullgraph=True, so a
+    graph break is an error), run eagerly; and the compiled `f`."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def keep(name):
+        def compiler(gm, example_inputs):
+            graphs[name] = gm
+            return gm.forward
+        return compiler
+
+    torch._dynamo.reset()
+    cf = torch.compile(f, fullgraph=True, backend=aot_autograd(fw_compiler=keep("forward"),
+                                                               bw_compiler=keep("backward")))
+    return cf, graphs
+
+
+def _ops(gm):
+    return [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+
+
+def _f(x, t):
+    return fxt.cross_entropy(x * 2.0, t, label_smoothing=0.1, z_loss=1e-3)
+
+
+def test_compile_is_one_graph_with_the_op_and_a_backward_without_it():
+    """torch.compile traces fastxent::cross_entropy without a graph break (dynamo's explain: one
+    graph, no break); the forward graph calls the op once, the backward only scales the gradient
+    the forward kept (the op is not run again, nor decomposed)."""
     x, t, _ = _case((16, 10), dtype=torch.float32)
+    torch._dynamo.reset()
+    ex = torch._dynamo.explain(_f)(x.clone().requires_grad_(), t)
+    assert (ex.graph_count, ex.graph_break_count) == (1, 0), ex
+    cf, graphs = _compiled_graphs(_f)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    la = cf(a, t)
+    la.backward()
+    lb = _f(b, t)
+    lb.backward()
+    assert _ops(graphs["forward"]).count("fastxent.cross_entropy.default") == 1
+    assert not any("fastxent" in op for op in _ops(graphs["backward"])), _ops(graphs["backward"])
+    torch.testing.assert_close(la, lb, rtol=0, atol=0)
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
 
-    def f(x, t):
-        return fxt.cross_entropy(x * 2.0, t, label_smoothing=0.1)
 
-    backends = ["inductor", "aot_eager"]
-    last = None
-    for backend in backends:
-        try:
-            torch._dynamo.reset()
-            cf = torch.compile(f, fullgraph=True, backend=backend)
-            a = x.clone().requires_grad_()
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph(backend):
+    """The default backend (inductor: needs a C++ compiler) and aot_eager, fullgraph=True, with
+    dynamic shapes: (N, C, L) inputs (gradient strides that differ from the input's) of two
+    sizes, and with aot_eager also (N, C) inputs."""
+    if backend == "inductor" and shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("inductor needs a C++ compiler")
+    torch._dynamo.reset()
+    cf = torch.compile(_f, fullgraph=True, backend=backend, dynamic=True)
+    # no cached kernels: inductor's cache key does not cover the op's fake implementation, so a
+    # graph compiled with another version of fastxent.torch would be reused
+    shapes = [(3, 10, 6), (2, 10, 9)] + ([(16, 10), (5, 10)] if backend == "aot_eager" else [])  # time
+    with torch._inductor.config.patch(force_disable_caches=True):
+        for shape in shapes:
+            x, t, _ = _case(shape, dtype=torch.float32)
+            a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
             la = cf(a, t)
             la.backward()
-            break
-        except Exception as e:  # inductor needs a C++ compiler: fall back to aot_eager
-            last = e
-    else:
-        pytest.fail(f"torch.compile failed with every backend: {last!r}")
-    b = x.clone().requires_grad_()
-    lb = f(b, t)
-    lb.backward()
-    torch.testing.assert_close(la, lb, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)
+            lb = _f(b, t)
+            lb.backward()
+            torch.testing.assert_close(la, lb, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("need_grad", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("shape, prob", [((7,), False), ((6, 7), False), ((3, 7, 5), False), ((3, 7, 5), True),
+                                         ((2, 7, 3, 4), False)])
+def test_opcheck(shape, prob, reduction, need_grad):
+    """torch.library.opcheck: schema, autograd registration, and a fake implementation whose
+    outputs have the real ones' shapes, dtypes and strides (which inductor relies on)."""
+    x, t, w = _case(shape, dtype=torch.float32, prob=prob)
+    args = (x.requires_grad_(need_grad), t.float() if prob else t, w.float(), -100, reduction, 0.1, 1e-3,
+            4.0, need_grad)
+    torch.library.opcheck(fxt._xent_op, args)
 
 
 def test_training_loop_matches_torch_step_for_step():
