@@ -131,3 +131,16 @@ def test_python_m_fastxent_selftest_in_a_subprocess():
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[-1].startswith("selftest passed")
     assert np.isin(["baseline", WRONG], list(_lines(r.stdout))).all()
+
+
+def test_bfloat16_without_ml_dtypes(monkeypatch, small_grid, capsys):
+    """Without ml_dtypes the grid's bfloat16 inputs are the raw uint16 storage fastxent reads as
+    bfloat16 (what DLPack hands it), widened bit by bit for the reference."""
+    from fastxent import _arrays
+
+    monkeypatch.setattr(_arrays, "_bf16", _arrays.BF16_RAW)   # as if ml_dtypes were missing
+    monkeypatch.setattr(_selftest, "DTYPES", ("bfloat16",))
+    x = _selftest._bf16(np.array([[1.0, 2.5, -3.0, 1.00390625]], np.float32))
+    assert x.dtype == _arrays.BF16_RAW
+    assert _selftest._widen(x).tolist() == [[1.0, 2.5, -3.0, 1.0]]   # ties to even
+    assert main(["selftest"]) == 0, capsys.readouterr().out
