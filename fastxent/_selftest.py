@@ -5,7 +5,8 @@ The ISAs are the package's (`fastxent.available_isas`), so a new variant is chec
 touching this file.  The grid: every public operation (logsumexp with and without ``b``,
 softmax, log_softmax, cross_entropy with its options, reductions and gradient, perplexity,
 token_stats with reference logits, kl_divergence) x float32 / float64 / float16 / bfloat16 x
-four layouts (every cross_entropy option on C-ordered rows) x V from the lane path to the block edges and one long row x 1 and 2 threads.
+four layouts (every cross_entropy option on C-ordered rows) x V from the lane path to the block
+edges, 1 thread, and 2 threads on C-ordered rows and one long row (split across the threads).
 Results are compared within the test suite's tolerances (tests/conftest.py: log-space results
 within ``RTOL |ref| + UNIT (1 + max|x| + log n)`` of the float64 reference, probabilities and
 gradients within ``(RTOL + UNIT scale) |ref| + PROB_ATOL``), not bitwise: ISAs sum in different
