@@ -123,14 +123,14 @@ def test_cli_errors_and_help(capsys):
 
 
 def test_python_m_fastxent_selftest_in_a_subprocess():
-    """The command users run: one ISA besides the baseline keeps it short."""
-    env = dict(os.environ)
-    r = subprocess.run([sys.executable, "-m", "fastxent", "selftest", "--isa", WRONG],
-                       capture_output=True, text=True, env=env,
+    """The command users run, from the repository root (the baseline alone keeps it short; the
+    full run is test_selftest_passes_on_every_isa)."""
+    r = subprocess.run([sys.executable, "-m", "fastxent", "selftest", "--isa", "baseline"],
+                       capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.splitlines()[-1].startswith("selftest passed")
-    assert np.isin(["baseline", WRONG], list(_lines(r.stdout))).all()
+    assert r.stdout.splitlines()[-1].startswith("selftest passed: baseline within the accuracy contract")
+    assert list(_lines(r.stdout)) == ["baseline"]
 
 
 def test_bfloat16_without_ml_dtypes(monkeypatch, small_grid, capsys):
