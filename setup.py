@@ -1,11 +1,13 @@
-"""Build fastxent: one Cython extension over the hand-written C kernels in src_c/.
+"""Build fastxent: one Cython extension over the C kernels in src_c/.
+
+The kernels' per-ISA units are generated from src_c/templates/ into build/fx_generated/ and
+compiled each with its ISA's flags; what is built, and with which flags, is src_c/fx_build.py's.
 
 Environment:
   FASTXENT_NO_OPENMP=1   build without OpenMP (serial kernels).
   FASTXENT_SANITIZE=1    add AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g); the module then
                          needs libasan preloaded (tools/run_sanitized_tests.sh does it).
 """
-import glob
 import os
 import shutil
 import subprocess
@@ -16,6 +18,12 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "src_c"))
+import fx_build  # noqa: E402  (src_c/fx_build.py)
+
+GEN_DIR = os.path.join("build", "fx_generated")
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -30,14 +38,17 @@ int main(void) {
 """
 
 
-def _compiler_works(compiler, source, flags):
-    """Compile, link and run `source` with `flags`; True when it prints 1."""
+def _compiler_works(compiler, source, flags, run=True):
+    """Compile, link and run `source` with `flags`; True when it prints 1 (or, with
+    run=False, when it compiles)."""
     tmp = tempfile.mkdtemp(prefix="fastxent-probe-")
     try:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(source)
         objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+        if not run:
+            return True
         exe = os.path.join(tmp, "probe")
         compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
         out = subprocess.run([exe], capture_output=True, text=True, timeout=30)
@@ -48,42 +59,57 @@ def _compiler_works(compiler, source, flags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+X86_64_PROBE = "#ifndef __x86_64__\n#error not x86-64\n#endif\nint fx_probe;\n"
+
 SANITIZE = os.environ.get("FASTXENT_SANITIZE", "0") not in ("", "0")
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
 
 
 class BuildExt(build_ext):
-    """build_ext that probes for OpenMP before compiling."""
+    """build_ext that probes for OpenMP and x86-64, then compiles the generated kernel units."""
 
     def build_extensions(self):
-        use_omp = False
+        use_omp, omp_flags = False, ["-fopenmp"]
         if os.environ.get("FASTXENT_NO_OPENMP", "0") not in ("", "0"):
             print("fastxent: FASTXENT_NO_OPENMP is set, building serial kernels", file=sys.stderr)
         else:
-            omp_cflags, omp_lflags = ["-fopenmp"], ["-fopenmp"]
-            use_omp = _compiler_works(self.compiler, OPENMP_PROBE, omp_cflags)
+            use_omp = _compiler_works(self.compiler, OPENMP_PROBE, omp_flags)
             if not use_omp:
                 print("fastxent: OpenMP not found, building serial kernels", file=sys.stderr)
         if use_omp:
             print("fastxent: building with OpenMP", file=sys.stderr)
         if SANITIZE:
             print("fastxent: FASTXENT_SANITIZE is set, building with " + " ".join(SANITIZE_FLAGS), file=sys.stderr)
+        cflags = list(fx_build.COMMON_CFLAGS) + (omp_flags if use_omp else [])
+        lflags = omp_flags if use_omp else []
+        if SANITIZE:  # last, so that -O1 overrides -O3
+            cflags += SANITIZE_FLAGS
+            lflags += SANITIZE_FLAGS
+        # the generated kernel units, each compiled with its ISA's flags (the x86-64 ISAs where
+        # the compiler targets x86-64 and takes their flags)
+        x86_flags = sorted({f for i in fx_build.ISAS if i.x86 and i.built for f in i.flags})
+        x86 = _compiler_works(self.compiler, X86_64_PROBE, x86_flags, run=False)
+        isas = [i for i in fx_build.ISAS if i.built and (x86 or not i.x86)]
+        units = fx_build.generate(GEN_DIR, isas)
+        objs = self.compiler.compile([units[None]], output_dir=self.build_temp, include_dirs=["src_c"],
+                                     extra_postargs=cflags, depends=fx_build.template_files())
+        for isa in isas:
+            objs += self.compiler.compile([units[isa.name]], output_dir=self.build_temp, include_dirs=["src_c"],
+                                          extra_postargs=cflags + isa.flags, depends=fx_build.template_files())
+        print("fastxent: kernels for " + ", ".join(i.name for i in isas), file=sys.stderr)
         for ext in self.extensions:
-            ext.extra_compile_args += ["-O3", "-fno-math-errno", "-Wno-psabi"]  # GCC/Clang only (src_c #errors otherwise)
-            if use_omp:
-                ext.extra_compile_args += omp_cflags
-                ext.extra_link_args += omp_lflags
-            if SANITIZE:  # last, so that -O1 overrides -O3
-                ext.extra_compile_args += SANITIZE_FLAGS
-                ext.extra_link_args += SANITIZE_FLAGS
+            ext.extra_compile_args += cflags
+            ext.extra_link_args += lflags
+            ext.extra_objects += objs
+            ext.define_macros += [(f"FX_BUILD_{i.name.upper()}", "1") for i in isas if i.x86]
         super().build_extensions()
 
 
 ext = Extension(
     "fastxent._core",
-    sources=["fastxent/_core.pyx"] + sorted(glob.glob("src_c/*.c")),
+    sources=["fastxent/_core.pyx"] + [os.path.join("src_c", f) for f in fx_build.HAND_WRITTEN],
     include_dirs=[np.get_include(), "src_c"],
-    depends=sorted(glob.glob("src_c/*.h") + glob.glob("src_c/*.inc")),
+    depends=fx_build.template_files() + ["fastxent/_core.pxd"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
 )
 

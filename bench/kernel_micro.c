@@ -1,10 +1,10 @@
 /* kernel_micro.c -- the C kernels alone, without Python: ns per element of
- * fx_lse_float32, fx_xent_float32, fx_lse_bfloat16 and fx_lse_float64, best of 5 rounds.
+ * fx_lse and fx_xent on float32, fx_lse on bfloat16 and float64, best of 5 rounds.
  * For comparing kernel changes on a noisy machine (the best of several hot
  * rounds moves far less than a median of single Python calls).
  *
- *   gcc -O3 -fno-math-errno -Wno-psabi -fopenmp -Isrc_c bench/kernel_micro.c \
- *       src_c/fx_kernels.c src_c/fx_util.c -o /tmp/kernel_micro -lm
+ *   python src_c/fx_build.py --lib --openmp /tmp/fxk     # the kernels, as setup.py builds them
+ *   gcc -O3 -fopenmp -Isrc_c bench/kernel_micro.c /tmp/fxk/libfastxent.a -o /tmp/kernel_micro -lm
  *   /tmp/kernel_micro [isa] [case] [threads]
  *
  * isa: 0 baseline, 1 avx2 (default), 2 avx512 (capped at what the CPU has);
@@ -74,13 +74,13 @@ int main(int argc, char **argv)
         for (int round = 0; round < 5; round++) {
             double t[5];
             t[0] = now();
-            for (int i = 0; i < reps; i++) fx_lse_float32(&rx, out, nt);
+            for (int i = 0; i < reps; i++) fx_lse(FX_FLOAT32, &rx, out, nt);
             t[1] = now();
-            for (int i = 0; i < reps; i++) fx_xent_float32(&rx, target, -100, out, nt);
+            for (int i = 0; i < reps; i++) fx_xent(FX_FLOAT32, &rx, target, -100, out, nt);
             t[2] = now();
-            for (int i = 0; i < reps; i++) fx_lse_bfloat16(&rh, out, nt);
+            for (int i = 0; i < reps; i++) fx_lse(FX_BFLOAT16, &rh, out, nt);
             t[3] = now();
-            for (int i = 0; i < reps; i++) fx_lse_float64(&rd, out, nt);
+            for (int i = 0; i < reps; i++) fx_lse(FX_FLOAT64, &rd, out, nt);
             t[4] = now();
             for (int k = 0; k < 4; k++)
                 if (t[k + 1] - t[k] < best[k]) best[k] = t[k + 1] - t[k];

@@ -6,15 +6,10 @@ guard the C calls against a misuse of this private module (wrong dtype or a
 too-small output), raising instead of reading or writing out of bounds.
 """
 cimport numpy as cnp
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
+# the C declarations (src_c/fastxent.h) are in _core.pxd
 
 cnp.import_array()
-
-cdef extern from "fx_common.h":
-    int FX_BLOCK
-    int FX_PAIR_BLOCK
-    int FX_MAX_STORED_BLOCKS
-    int FX_SMALL_COLS
 
 # the kernels' blocking (for tests and docs: results are defined by it)
 BLOCK = FX_BLOCK                      # elements per block of a row (lse, losses, softmax)
@@ -22,80 +17,7 @@ PAIR_BLOCK = FX_PAIR_BLOCK            # token_stats / Evaluator: blocks of two a
 MAX_STORED_BLOCKS = FX_MAX_STORED_BLOCKS  # gradient rows up to this many blocks: one exp each
 SMALL_COLS = FX_SMALL_COLS            # rows up to this many classes: one row per vector lane
 
-cdef extern from "fastxent.h" nogil:
-    ctypedef struct fx_rows:
-        const void *data
-        int64_t n_outer
-        int64_t n_inner
-        int64_t n_cols
-        Py_ssize_t s_outer
-        Py_ssize_t s_inner
-        Py_ssize_t s_col
-
-    int fx_isa_compiled(int isa)
-    int fx_isa_supported(int isa)
-    int fx_isa_select(int cap)
-    int fx_isa_current()
-    const char *fx_isa_name(int isa)
-    int fx_openmp_enabled()
-    int fx_omp_max_threads()
-    int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
-                             int64_t ignore_index, int64_t *n_counted)
-    int fx_lse_float32(const fx_rows *x, double *out, int n_threads)
-    int fx_lse_float64(const fx_rows *x, double *out, int n_threads)
-    int fx_lse_float16(const fx_rows *x, double *out, int n_threads)
-    int fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads)
-    void fx_softmax_float16(const fx_rows *x, float *out, int log, int n_threads)
-    void fx_softmax_bfloat16(const fx_rows *x, float *out, int log, int n_threads)
-    int fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                         double *loss, int n_threads)
-    int fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                          double *loss, int n_threads)
-    void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads)
-    void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads)
-    int fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                         double *loss, int n_threads)
-    int fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                         double *loss, int n_threads)
-    int fx_xent_sum_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                            double *total, int n_threads)
-    int fx_xent_sum_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                            double *total, int n_threads)
-    int fx_xent_sum_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                            double *total, int n_threads)
-    int fx_xent_sum_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                             double *total, int n_threads)
-    ctypedef struct fx_xent_opts:
-        const int64_t *target
-        const void *prob
-        fx_rows prob_rows
-        const void *weight
-        int64_t ignore_index
-        double smoothing
-        double z_loss
-        double softcap
-        void *grad
-        fx_rows grad_rows
-        int grad_narrow
-        double grad_scale
-        double zgrad_scale
-
-    int fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                            int n_threads)
-    int fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                            int n_threads)
-    int fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                            int n_threads)
-    int fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                             int n_threads)
-    void fx_vexp_float32(const float *x, float *out, int64_t n, int neg)
-    void fx_vexp_float64(const double *x, double *out, int64_t n, int neg)
-    void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
-                          double *out, double *sign, int n_threads)
-    void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
-                          double *out, double *sign, int n_threads)
-
-ISA_COUNT = 3
+ISA_COUNT = FX_ISA_COUNT
 
 
 def isa_name(int isa):
@@ -127,27 +49,36 @@ def omp_max_threads():
 
 
 cdef int _code(cnp.ndarray x) except -1:
-    """0 float32, 1 float64, 2 float16, 3 bfloat16 (ml_dtypes), recognised by type number, or
-    by name for the others (the name is a Python-level property: microseconds a call)."""
+    """The fx_dtype of x (FX_FLOAT32, FX_FLOAT64, FX_FLOAT16, FX_BFLOAT16), recognised by type
+    number, or by name for the others (the name is a Python-level property: microseconds a call)."""
     cdef int num = cnp.PyArray_TYPE(x)
     if num == cnp.NPY_FLOAT32:
-        return 0
+        return FX_FLOAT32
     if num == cnp.NPY_FLOAT64:
-        return 1
+        return FX_FLOAT64
     if num == cnp.NPY_FLOAT16:
-        return 2
+        return FX_FLOAT16
     name = x.dtype.name
     if name == "float32":
-        return 0
+        return FX_FLOAT32
     if name == "float64":
-        return 1
+        return FX_FLOAT64
     if name == "float16":
-        return 2
+        return FX_FLOAT16
     if name == "bfloat16" and x.dtype.itemsize == 2:
-        return 3
+        return FX_BFLOAT16
     if name == "uint16" and x.dtype.metadata is not None and x.dtype.metadata.get("fastxent") == "bfloat16":
-        return 3  # bfloat16 read over DLPack without ml_dtypes (fastxent._arrays.BF16_RAW)
+        return FX_BFLOAT16  # bfloat16 read over DLPack without ml_dtypes (fastxent._arrays.BF16_RAW)
     raise TypeError(f"internal: unsupported dtype {x.dtype}")
+
+
+cdef int _done(int rc, cnp.ndarray x, str what) except -1:
+    """Raise for a kernel's error code (fastxent.h: FX_ENOMEM, FX_ENOKERNEL)."""
+    if rc == FX_ENOMEM:
+        raise MemoryError(f"fastxent: out of memory for {what}")
+    if rc == FX_ENOKERNEL:
+        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+    return 0
 
 
 def compute_dtype(dtype):
@@ -200,37 +131,22 @@ def check_targets(cnp.ndarray target, int64_t n_cols, int64_t ignore_index):
 
 def lse(cnp.ndarray x, tuple layout, cnp.ndarray out, int n_threads):
     cdef fx_rows r = _rows(x, layout)
-    cdef int code = _code(x)
+    cdef int code = _code(x), rc
     _need(out, "float64", _nrows(&r), "out")
     cdef double *o = <double *>cnp.PyArray_DATA(out)
-    cdef int rc
     with nogil:
-        if code == 0:
-            rc = fx_lse_float32(&r, o, n_threads)
-        elif code == 1:
-            rc = fx_lse_float64(&r, o, n_threads)
-        elif code == 2:
-            rc = fx_lse_float16(&r, o, n_threads)
-        else:
-            rc = fx_lse_bfloat16(&r, o, n_threads)
-    if rc:
-        raise MemoryError("fastxent: out of memory for per-row states")
+        rc = fx_lse(code, &r, o, n_threads)
+    _done(rc, x, "per-row states")
 
 
 def softmax(cnp.ndarray x, tuple layout, cnp.ndarray out, bint log, int n_threads):
     cdef fx_rows r = _rows(x, layout)
-    cdef int code = _code(x)
+    cdef int code = _code(x), rc
     _need(out, compute_dtype(x.dtype.name), _nrows(&r) * r.n_cols, "out")
     cdef void *o = cnp.PyArray_DATA(out)
     with nogil:
-        if code == 0:
-            fx_softmax_float32(&r, <float *>o, log, n_threads)
-        elif code == 1:
-            fx_softmax_float64(&r, <double *>o, log, n_threads)
-        elif code == 2:
-            fx_softmax_float16(&r, <float *>o, log, n_threads)
-        else:
-            fx_softmax_bfloat16(&r, <float *>o, log, n_threads)
+        rc = fx_softmax(code, &r, o, log, n_threads)
+    _done(rc, x, "softmax")
 
 
 def xent(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index,
@@ -238,50 +154,28 @@ def xent(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index,
     """Per-row losses; targets must have passed check_targets (the kernel reads no
     other target: NaN there)."""
     cdef fx_rows r = _rows(x, layout)
+    cdef int code = _code(x), rc
     _need(target, "int64", _nrows(&r), "target")
     _need(loss, "float64", _nrows(&r), "loss")
     cdef const int64_t *t = <const int64_t *>cnp.PyArray_DATA(target)
     cdef double *o = <double *>cnp.PyArray_DATA(loss)
-    cdef int code = _code(x)
-    cdef int rc
     with nogil:
-        if code == 0:
-            rc = fx_xent_float32(&r, t, ignore_index, o, n_threads)
-        elif code == 1:
-            rc = fx_xent_float64(&r, t, ignore_index, o, n_threads)
-        elif code == 2:
-            rc = fx_xent_float16(&r, t, ignore_index, o, n_threads)
-        else:
-            rc = fx_xent_bfloat16(&r, t, ignore_index, o, n_threads)
-    if rc:
-        raise MemoryError("fastxent: out of memory for per-row states")
+        rc = fx_xent(code, &r, t, ignore_index, o, n_threads)
+    _done(rc, x, "per-row states")
 
 
 def xent_sum(cnp.ndarray x, tuple layout, cnp.ndarray target, int64_t ignore_index, int n_threads):
     """The sum of xent's per-row losses (float), in an order fixed by the row count alone;
     targets as for xent."""
     cdef fx_rows r = _rows(x, layout)
+    cdef int code = _code(x), rc
     _need(target, "int64", _nrows(&r), "target")
     cdef const int64_t *t = <const int64_t *>cnp.PyArray_DATA(target)
     cdef double total = 0.0
-    cdef int code = _code(x)
-    cdef int rc
     with nogil:
-        if code == 0:
-            rc = fx_xent_sum_float32(&r, t, ignore_index, &total, n_threads)
-        elif code == 1:
-            rc = fx_xent_sum_float64(&r, t, ignore_index, &total, n_threads)
-        elif code == 2:
-            rc = fx_xent_sum_float16(&r, t, ignore_index, &total, n_threads)
-        else:
-            rc = fx_xent_sum_bfloat16(&r, t, ignore_index, &total, n_threads)
-    if rc:
-        raise MemoryError("fastxent: out of memory for a slab of row losses or per-row states")
+        rc = fx_xent_sum(code, &r, t, ignore_index, &total, n_threads)
+    _done(rc, x, "a slab of row losses or per-row states")
     return total
-
-
-cdef extern from "fastxent.h" nogil:
-    int fx_sum_losses(const double *a, int64_t n, double *total)
 
 
 def sum_losses(cnp.ndarray a):
@@ -293,8 +187,7 @@ def sum_losses(cnp.ndarray a):
     cdef int rc
     with nogil:
         rc = fx_sum_losses(p, n, &total)
-    if rc:
-        raise MemoryError("fastxent: out of memory for slab totals")
+    _done(rc, a, "slab totals")
     return total
 
 
@@ -302,20 +195,16 @@ def lse_b(cnp.ndarray x, tuple layout, cnp.ndarray b, tuple b_layout, bint retur
           cnp.ndarray out, cnp.ndarray sign, int n_threads):
     cdef fx_rows r = _rows(x, layout)
     cdef fx_rows rb = _rows(b, b_layout)
+    cdef int code = _code(x), rc
     if b.dtype != "float64" or rb.n_outer != r.n_outer or rb.n_inner != r.n_inner or rb.n_cols != r.n_cols:
         raise ValueError("internal: b must be float64 with the layout of x")
     _need(out, "float64", _nrows(&r), "out")
     _need(sign, "float64", _nrows(&r), "sign")
     cdef double *o = <double *>cnp.PyArray_DATA(out)
     cdef double *s = <double *>cnp.PyArray_DATA(sign)
-    if x.dtype == "float32":
-        with nogil:
-            fx_lse_b_float32(&r, &rb, return_sign, o, s, n_threads)
-    elif x.dtype == "float64":
-        with nogil:
-            fx_lse_b_float64(&r, &rb, return_sign, o, s, n_threads)
-    else:
-        raise TypeError(f"internal: unsupported dtype {x.dtype}")
+    with nogil:
+        rc = fx_lse_b(code, &r, &rb, return_sign, o, s, n_threads)
+    _done(rc, x, "lse_b")
 
 
 def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight,
@@ -325,7 +214,9 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     """Full cross-entropy; the caller has validated shapes, ranges and aliasing."""
     cdef fx_rows r = _rows(x, layout)
     cdef fx_xent_opts o
-    cdef int64_t rows = _nrows(&r), counted = 0, bad
+    cdef int64_t rows = _nrows(&r)
+    cdef int code = _code(x), rc
+    cdt = compute_dtype(x.dtype.name)
     _need(loss, "float64", rows, "loss")
     o.target = NULL
     o.prob = NULL
@@ -334,12 +225,11 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     o.prob_rows = r
     o.grad_rows = r
     o.grad_narrow = 0
-    cdef int code = _code(x)
     if target is not None:
         o.target = _checked_targets(target, rows, r.n_cols, ignore_index)
     elif prob is not None:
-        if prob.dtype != compute_dtype(x.dtype.name):
-            raise ValueError("internal: prob must have the logits' dtype")
+        if prob.dtype != cdt:
+            raise ValueError("internal: prob must have the compute dtype")
         o.prob_rows = _rows(prob, prob_layout)
         if _nrows(&o.prob_rows) != rows or o.prob_rows.n_cols != r.n_cols:
             raise ValueError("internal: prob layout does not match")
@@ -347,12 +237,13 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     else:
         raise ValueError("internal: target or prob needed")
     if weight is not None:
-        _need(weight, compute_dtype(x.dtype.name), r.n_cols, "weight")
+        _need(weight, cdt, r.n_cols, "weight")
         o.weight = cnp.PyArray_DATA(weight)
     if grad is not None:
         # the compute dtype, or 16-bit logits' own dtype (written rounded: grad_narrow)
-        o.grad_narrow = code >= 2 and grad.dtype.itemsize == 2 and _code(grad) == code
-        if not (o.grad_narrow or _code(grad) == (1 if code == 1 else 0)) or not grad.flags.writeable:
+        o.grad_narrow = (code == FX_FLOAT16 or code == FX_BFLOAT16) and grad.dtype.itemsize == 2 \
+            and _code(grad) == code
+        if not (o.grad_narrow or grad.dtype == cdt) or not grad.flags.writeable:
             raise ValueError("internal: grad must be writable in the compute dtype or the 16-bit logits' dtype")
         o.grad_rows = _rows(grad, grad_layout)
         if _nrows(&o.grad_rows) != rows or o.grad_rows.n_cols != r.n_cols:
@@ -369,39 +260,22 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
         _need(zloss, "float64", rows, "zloss")
         zl = <double *>cnp.PyArray_DATA(zloss)
     cdef double *lo = <double *>cnp.PyArray_DATA(loss)
-    cdef int rc
     with nogil:
-        if code == 0:
-            rc = fx_xent_ex_float32(&r, &o, lo, zl, n_threads)
-        elif code == 1:
-            rc = fx_xent_ex_float64(&r, &o, lo, zl, n_threads)
-        elif code == 2:
-            rc = fx_xent_ex_float16(&r, &o, lo, zl, n_threads)
-        else:
-            rc = fx_xent_ex_bfloat16(&r, &o, lo, zl, n_threads)
-    if rc:
-        raise MemoryError("fastxent: out of memory for the per-thread gradient rows")
+        rc = fx_xent_ex(code, &r, &o, lo, zl, n_threads)
+    _done(rc, x, "xent_ex")
 
 
 def vexp(cnp.ndarray x, cnp.ndarray out, bint neg):
     """Test hook: the kernels' own exp over a contiguous float32/float64 array."""
     _need(x, x.dtype, x.size, "x")
     _need(out, x.dtype, x.size, "out")
+    cdef int code = _code(x), rc
     cdef int64_t n = x.size
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *op = cnp.PyArray_DATA(out)
-    if x.dtype == "float32":
-        with nogil:
-            fx_vexp_float32(<const float *>xp, <float *>op, n, neg)
-    elif x.dtype == "float64":
-        with nogil:
-            fx_vexp_float64(<const double *>xp, <double *>op, n, neg)
-    else:
-        raise TypeError(f"internal: unsupported dtype {x.dtype}")
-
-
-cdef extern from "fastxent.h" nogil:
-    double fx_read_bandwidth_probe(const float *x, int64_t n, int n_threads)
+    with nogil:
+        rc = fx_vexp(code, xp, op, n, neg)
+    _done(rc, x, "vexp")
 
 
 def read_probe(cnp.ndarray x, int n_threads):
@@ -416,29 +290,6 @@ def read_probe(cnp.ndarray x, int n_threads):
 
 
 # ---- evaluation statistics (fastxent/evaluate.py) --------------------------------------
-from libc.stdint cimport uint8_t
-
-cdef extern from "fastxent.h" nogil:
-    ctypedef struct fx_stats_opts:
-        const int64_t *target
-        int64_t ignore_index
-        const void *ref
-        fx_rows ref_rows
-        double *nll
-        double *entropy
-        double *p_target
-        uint8_t *correct
-        double *kl
-        uint8_t *same_top
-        double *ref_nll
-        double *ref_p_target
-
-    void fx_token_stats_float32(const fx_rows *x, const fx_stats_opts *o, int n_threads)
-    void fx_token_stats_float64(const fx_rows *x, const fx_stats_opts *o, int n_threads)
-    void fx_token_stats_float16(const fx_rows *x, const fx_stats_opts *o, int n_threads)
-    void fx_token_stats_bfloat16(const fx_rows *x, const fx_stats_opts *o, int n_threads)
-
-
 cdef void *_out(a, str dtype, int64_t rows, str name) except? NULL:
     """Data of an optional writable per-row output of `dtype` (NULL for None)."""
     if a is None:
@@ -455,7 +306,8 @@ def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, 
     the given float64 / bool outputs (None: not computed)."""
     cdef fx_rows r = _rows(x, layout)
     cdef fx_stats_opts o
-    cdef int64_t rows = _nrows(&r), counted = 0, bad
+    cdef int64_t rows = _nrows(&r)
+    cdef int code = _code(x), rc
     o.target = NULL
     o.ref = NULL
     o.ref_rows = r
@@ -480,16 +332,9 @@ def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, 
     if o.target == NULL and (o.nll != NULL or o.p_target != NULL or o.correct != NULL
                              or o.ref_nll != NULL or o.ref_p_target != NULL):
         raise ValueError("internal: target outputs need a target")
-    cdef int code = _code(x)
     with nogil:
-        if code == 0:
-            fx_token_stats_float32(&r, &o, n_threads)
-        elif code == 1:
-            fx_token_stats_float64(&r, &o, n_threads)
-        elif code == 2:
-            fx_token_stats_float16(&r, &o, n_threads)
-        else:
-            fx_token_stats_bfloat16(&r, &o, n_threads)
+        rc = fx_token_stats(code, &r, &o, n_threads)
+    _done(rc, x, "token_stats")
 
 
 # --------------------------------------------------------------------------- DLPack import
@@ -497,7 +342,7 @@ def token_stats(cnp.ndarray x, tuple layout, target, int64_t ignore_index, ref, 
 # read here because NumPy cannot import every DLPack tensor (bfloat16 before NumPy 2.5, the
 # versioned protocol before NumPy 2.1).  The DLPack structs as in dlpack.h (ABI v1.0).
 from cpython.pycapsule cimport PyCapsule_IsValid, PyCapsule_GetPointer, PyCapsule_SetName
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
 import sys
 import numpy as np
 

@@ -1,10 +1,13 @@
-/* fastxent.h -- every C kernel of fastxent, one line each.
+/* fastxent.h -- the C interface of fastxent: every operation, one entry point each.
+ *
+ * The kernels behind the entry points are generated per ISA and dtype from the templates in
+ * src_c/templates/ (docs/ARCHITECTURE.md: how to find one by name, how to add one).
  *
  * Data layout shared by all kernels: a batch of rows of `n_cols` elements.
  * Row r = o * n_inner + i (0 <= o < n_outer, 0 <= i < n_inner) starts at
  *   data + o * s_outer + i * s_inner            (strides in ELEMENTS, may be negative)
  * and its elements are contiguous (column stride 1) for logits; only the `b`
- * operand of fx_lse_b_* uses `s_col`.  Two row levels cover C-contiguous arrays
+ * operand of fx_lse_b uses `s_col`.  Two row levels cover C-contiguous arrays
  * and the usual causal shift logits[:, :-1, :] without a copy.
  *
  * Per-row results are written to dense arrays indexed by r.  Kernels never
@@ -42,43 +45,33 @@ int  fx_omp_max_threads(void);      /* omp_get_max_threads(), 1 without OpenMP *
 int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols,
                          int64_t ignore_index, int64_t *n_counted);
 
-/* ---- kernels, one per dtype -------------------------------------------------
- * float32, float64, float16 (IEEE half) and bfloat16 logits; 16-bit logits are
- * widened block by block in registers/L1 and computed in float (outputs float). */
-/* out[r] = log(sum_j exp(x[r, j])) in double; -inf for empty or all -inf rows, NaN if any NaN.
- * lse and xent return 0, or -1 when their per-call state array (24 bytes a row) cannot be allocated. */
-int fx_lse_float32(const fx_rows *x, double *out, int n_threads);
-int fx_lse_float64(const fx_rows *x, double *out, int n_threads);
+/* ---- kernels: one entry point per operation, the dtype an argument -------------------------
+ * `dtype` is an fx_dtype: float32, float64, float16 (IEEE half) and bfloat16 logits; 16-bit
+ * logits are widened block by block in registers/L1 and computed in float (outputs float).
+ * Every entry point looks its kernel up in the one table [ISA][dtype] of fx_dispatch.c (the
+ * ISA chosen by fx_isa_select) and returns 0, FX_ENOMEM (-1) when a per-call buffer cannot
+ * be allocated, or FX_ENOKERNEL (-2) for a dtype the operation has no kernel for. */
+typedef enum { FX_FLOAT32 = 0, FX_FLOAT64 = 1, FX_FLOAT16 = 2, FX_BFLOAT16 = 3, FX_DTYPE_COUNT = 4 } fx_dtype;
+enum { FX_ENOMEM = -1, FX_ENOKERNEL = -2 };
 
-/* out[r, j] = softmax (log_softmax when `log`) of row r; `out` is dense rows x n_cols. */
-void fx_softmax_float32(const fx_rows *x, float *out, int log, int n_threads);
-void fx_softmax_float64(const fx_rows *x, double *out, int log, int n_threads);
-int fx_lse_float16(const fx_rows *x, double *out, int n_threads);
-int fx_lse_bfloat16(const fx_rows *x, double *out, int n_threads);
-void fx_softmax_float16(const fx_rows *x, float *out, int log, int n_threads);
-void fx_softmax_bfloat16(const fx_rows *x, float *out, int log, int n_threads);
+/* out[r] = log(sum_j exp(x[r, j])) in double; -inf for empty or all -inf rows, NaN if any NaN.
+ * Allocates (a state per block) only where few long rows are split over threads. */
+int fx_lse(int dtype, const fx_rows *x, double *out, int n_threads);
+
+/* out[r, j] = softmax (log_softmax when `log`) of row r; `out` is dense rows x n_cols of the
+ * compute type (float, double for float64). */
+int fx_softmax(int dtype, const fx_rows *x, void *out, int log, int n_threads);
 
 /* loss[r] = lse(row r) - x[r, target[r]] in double, 0 where target[r] == ignore_index.
  * Targets are to be checked with fx_check_targets first; one outside [0, n_cols) is
  * never read (its loss is NaN). */
-int fx_xent_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                     double *loss, int n_threads);
-int fx_xent_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                     double *loss, int n_threads);
-int fx_xent_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                     double *loss, int n_threads);
-int fx_xent_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                      double *loss, int n_threads);
+int fx_xent(int dtype, const fx_rows *x, const int64_t *target, int64_t ignore_index,
+            double *loss, int n_threads);
+
 /* *total = the sum of xent's losses over all rows, in double, in an order fixed by the
- * row count alone (slabs of 65536 rows); no rows-long array.  0, or -1 out of memory. */
-int fx_xent_sum_float32(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                        double *total, int n_threads);
-int fx_xent_sum_float64(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                        double *total, int n_threads);
-int fx_xent_sum_float16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                        double *total, int n_threads);
-int fx_xent_sum_bfloat16(const fx_rows *x, const int64_t *target, int64_t ignore_index,
-                         double *total, int n_threads);
+ * row count alone (slabs of 65536 rows); no rows-long array. */
+int fx_xent_sum(int dtype, const fx_rows *x, const int64_t *target, int64_t ignore_index,
+                double *total, int n_threads);
 
 /* *total = the sum of a[0..n) in the order fx_xent_sum adds its losses (so that a sum
  * of per-row losses equals fx_xent_sum's over the same rows, bitwise).  0, or -1 out of memory. */
@@ -91,7 +84,7 @@ int fx_sum_losses(const double *a, int64_t n, double *total);
  * zloss[r] = z_loss * lse^2.  Terms with a zero coefficient contribute 0. */
 typedef struct {
     const int64_t *target;  /* class-index targets (checked), or NULL with `prob` */
-    const void *prob;       /* probability targets in the logits' dtype, laid out as prob_rows */
+    const void *prob;       /* probability targets in the compute dtype, laid out as prob_rows */
     fx_rows prob_rows;
     const void *weight;     /* n_cols class weights in the compute dtype, or NULL (all 1) */
     int64_t ignore_index;
@@ -109,34 +102,26 @@ typedef struct {
 
 /* Full cross-entropy (weights, smoothing, probability targets, z-loss, softcap) and
  * its gradient in one call; the gradient may be written over the logits themselves.
- * A gradient of >= 16 MiB in memory of its own is written with non-temporal stores.
- * 0, or -1 when the per-thread gradient rows (4 or 8 bytes a class) of grad_narrow or of such a
- * streamed gradient cannot be allocated. */
-int fx_xent_ex_float32(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                       int n_threads);
-int fx_xent_ex_float64(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                       int n_threads);
-int fx_xent_ex_float16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                       int n_threads);
-int fx_xent_ex_bfloat16(const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
-                        int n_threads);
+ * A gradient of >= 16 MiB in memory of its own is written with non-temporal stores; with
+ * grad_narrow or such a streamed gradient each thread builds a row in a gradient row of its own
+ * (4 or 8 bytes a class): FX_ENOMEM when those cannot be allocated. */
+int fx_xent_ex(int dtype, const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
+               int n_threads);
 
 /* SciPy's logsumexp with weights: out[r] = log|sum_j b[r,j] exp(x[r,j])|, sign[r] its sign;
  * without return_sign a negative sum gives NaN.  b is double with any strides (incl. 0). */
-void fx_lse_b_float32(const fx_rows *x, const fx_rows *b, int return_sign,
-                      double *out, double *sign, int n_threads);
-void fx_lse_b_float64(const fx_rows *x, const fx_rows *b, int return_sign,
-                      double *out, double *sign, int n_threads);
+int fx_lse_b(int dtype, const fx_rows *x, const fx_rows *b, int return_sign,
+             double *out, double *sign, int n_threads);        /* float32, float64 */
 
-/* Test hook: out[i] = the kernels' exp(x[i]); neg selects the x <= 0 form used after the max shift. */
-void fx_vexp_float32(const float *x, float *out, int64_t n, int neg);
-void fx_vexp_float64(const double *x, double *out, int64_t n, int neg);
+/* Test hook: out[i] = the kernels' exp(x[i]) (x, out: float32 or float64); neg selects the
+ * x <= 0 form used after the max shift. */
+int fx_vexp(int dtype, const void *x, void *out, int64_t n, int neg);  /* float32, float64 */
 
 /* Benchmark probe: sum of x[0..n) with independent vector accumulators (threads when n_threads > 1);
  * timed by `python -m fastxent bench` as the machine's memory read bandwidth. */
 double fx_read_bandwidth_probe(const float *x, int64_t n, int n_threads);
 
-/* ---- evaluation statistics (fx_stats.inc) --------------------------------------
+/* ---- evaluation statistics (templates/fx_stats.c.src) --------------------------------------
  * Per row r of the logits x (Q = softmax(x)) and, optionally, of reference logits y
  * (P = softmax(y)), from one read of each row; any output pointer may be NULL.
  * Rows whose target is ignore_index are not read: NaN / 0 outputs. */
@@ -156,9 +141,6 @@ typedef struct {
 } fx_stats_opts;
 
 /* Per-token statistics: nll, entropy, p_target, correct and, with a reference, KL, same_top, ref_nll, ref_p_target. */
-void fx_token_stats_float32(const fx_rows *x, const fx_stats_opts *o, int n_threads);
-void fx_token_stats_float64(const fx_rows *x, const fx_stats_opts *o, int n_threads);
-void fx_token_stats_float16(const fx_rows *x, const fx_stats_opts *o, int n_threads);
-void fx_token_stats_bfloat16(const fx_rows *x, const fx_stats_opts *o, int n_threads);
+int fx_token_stats(int dtype, const fx_rows *x, const fx_stats_opts *o, int n_threads);
 
 #endif

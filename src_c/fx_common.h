@@ -1,4 +1,7 @@
-/* fx_common.h -- small helpers shared by every kernel instantiation (no ISA code). */
+/* fx_common.h -- the ISA-free helpers every kernel instantiation shares: the row states and
+ * their combines, blocking constants, row offsets, fixed-order sums, 16-bit conversions.
+ * Inline functions here are compiled into each ISA's translation unit (with its flags);
+ * fx_tstate_fold is compiled once, without ISA flags (fx_state.c). */
 #ifndef FX_COMMON_H
 #define FX_COMMON_H
 
@@ -45,10 +48,10 @@ static inline fx_state fx_state_combine(fx_state a, fx_state b)
     return x;
 }
 
-/* the sum exp(x - m) of a state (its log is FX_N(logsum), one log1p for every path) */
+/* the sum exp(x - m) of a state (its log is fx_logsum_<dtype>_<isa>, one log1p for every path) */
 static inline double fx_state_sum(fx_state st) { return st.c + st.r; }
 
-/* scalar 16-bit conversions (the vector ones live in fx_isa_body.inc) */
+/* scalar 16-bit conversions (the vector ones are the ISA vocabulary's, src_c/isa/) */
 static inline float fx_bf16_to_float(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;
@@ -72,7 +75,7 @@ static inline float fx_f16_to_float(uint16_t h)
 }
 
 /* scalar float -> 16-bit conversions, rounding to nearest even (the gradient written
- * in the logits' own 16-bit type; the vector ones live in fx_isa_body.inc); NaN gives
+ * in the logits' own 16-bit type; the vector ones are the ISA vocabulary's, src_c/isa/); NaN gives
  * the quiet NaN 0x7fc0 / 0x7e00 */
 static inline uint16_t fx_float_to_bf16(float f)
 {
@@ -153,5 +156,35 @@ static inline int fx_threads_for(int64_t rows, int64_t cols, int n_threads)
     if (rows * (cols > 0 ? cols : 1) < 32768) return 1;
     return (int64_t)n_threads > rows ? (int)rows : n_threads;
 }
+
+/* ---- token_stats (templates/fx_stats.c.src) ---- */
+/* state of a run of a row: maxima (NaN ignored), sums relative to fx_stats_h(max),
+ * first index of each maximum, and flags */
+typedef struct {
+    double mx, sx, ux;  /* x: max, sum e^a, sum e^a a */
+    double my, sy, w;   /* y: max, sum e^b, sum e^b (b - a) */
+    int64_t ix, iy;     /* first index of the max of x, of y */
+    int nanx, nany;     /* a NaN in x, in y */
+    int kinf;           /* some class has y > -inf and x = -inf */
+} fx_tstate;
+
+/* the shift a block was computed with: its max, or 0 when that is not finite */
+static inline double fx_stats_h(double m) { return m > -INFINITY && m < INFINITY ? m : 0.0; }
+
+/* fold the state b of the next block into the running state a (b lies right of a); compiled
+ * once without ISA flags (fx_state.c), so that its products round alike on every ISA */
+void fx_tstate_fold(fx_tstate *a, const fx_tstate *b);
+
+/* -log of the target's probability; +-inf maxima and NaN as cross_entropy gives them */
+static inline double fx_stats_nll(double m, double s, int nan, double xt)
+{
+    if (nan) return NAN;
+    if (m == INFINITY || m == -INFINITY) return m - xt;
+    return (m - xt) + log(s);
+}
+
+/* above this a block maximum may make x - max overflow (half an ulp of the largest
+ * finite value, halved again): such blocks are computed in double */
+#define FX_STATS_BIG(C) (sizeof(C) == 4 ? 0x1p102 : 0x1p969)
 
 #endif

@@ -1,10 +1,9 @@
-/* fx_util.c -- configuration, target validation and the scalar weighted logsumexp. */
+/* fx_util.c -- the OpenMP configuration and the fixed-order sum of per-row losses. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "fastxent.h"
 #include "fx_common.h"
-#include "fx_simd.h"
 
 int fx_openmp_enabled(void)
 {
@@ -38,19 +37,3 @@ int fx_sum_losses(const double *a, int64_t n, double *total)
     free(st);
     return 0;
 }
-
-#define FX_T float
-#define FX_SUF float32
-#define FX_EXPS expf
-#include "fx_lse_b.inc"
-#undef FX_T
-#undef FX_SUF
-#undef FX_EXPS
-
-#define FX_T double
-#define FX_SUF float64
-#define FX_EXPS exp
-#include "fx_lse_b.inc"
-#undef FX_T
-#undef FX_SUF
-#undef FX_EXPS

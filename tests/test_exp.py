@@ -1,4 +1,4 @@
-"""The kernels' own exp (src_c/fx_exp.inc) against float64/longdouble np.exp, on every ISA.
+"""The kernels' own exp (src_c/fx_vmath.h) against float64/longdouble np.exp, on every ISA.
 
 Contract (README): float32 <= 2 ulp over the normal range, denormal results within
 one denormal step, overflow to +inf, 0 for -inf; the x <= 0 form used after the

@@ -1,20 +1,21 @@
 /* wide_vector_check.c -- the AVX-512 variant's portable code, run on a CPU without AVX-512.
  *
- * The kernels are one source compiled per vector width (fx_isa_body.inc); the AVX-512
- * variant (64-byte vectors, 16 float lanes) cannot run on a CPU without AVX-512, yet
- * everything in it but a few intrinsics (gathers, max, movemask, F16C) is GCC vector
- * extension code. Here that code is compiled with 64-byte vectors for AVX2 (GCC
- * lowers them to pairs of 32-byte operations; the intrinsics give way to their
- * portable versions) and compared with the AVX2 kernels on the shapes that exercise
- * the lane counts: small-class groups of 16 rows with partial tails, blocks and their
- * tails, the split path, slabs of summed losses, the gradient at the stored-blocks
- * limit, and rows with -inf/NaN/+inf. Results differ in the last bits (the AVX2 exp
- * is a different polynomial), so they are compared to 1e-6 (float) / 1e-13 (double).
+ * The kernels are one source (src_c/templates/) instantiated per ISA; the AVX-512 variant
+ * (64-byte vectors, 16 float lanes) cannot run on a CPU without AVX-512, yet everything in it
+ * but a few vocabulary entries (gathers, max, movemask, F16C) is GCC vector extension code.
+ * The tools-only ISA emu512 of src_c/fx_build.py is that code: the templates over the portable
+ * vocabulary (src_c/isa/fx_isa_generic.h) with 64-byte vectors, compiled for AVX2 (GCC lowers
+ * them to pairs of 32-byte operations).  It is compared with the AVX2 kernels on the shapes
+ * that exercise the lane counts: small-class groups of 16 rows with partial tails, blocks and
+ * their tails, the split path, slabs of summed losses, the gradient at the stored-blocks
+ * limit, and rows with -inf/NaN/+inf. Results differ in the last bits (the AVX2 exp is a
+ * different polynomial), so they are compared to 1e-6 (float) / 1e-13 (double).
  * .ci/run builds and runs it with AddressSanitizer + UBSan:
  *
- *   gcc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
- *       -fno-math-errno -Wno-psabi -fopenmp -Isrc_c tools/wide_vector_check.c \
- *       src_c/fx_kernels.c src_c/fx_util.c -o /tmp/wide_vector_check -lm && /tmp/wide_vector_check
+ *   F="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-math-errno -Wno-psabi"
+ *   python src_c/fx_build.py --lib --openmp --isa emu512 --cflags "$F" /tmp/wvc
+ *   gcc $F -fopenmp -Isrc_c tools/wide_vector_check.c /tmp/wvc/libfastxent.a \
+ *       -o /tmp/wide_vector_check -lm && /tmp/wide_vector_check
  *
  * Exit status 0 when every value agrees, 1 otherwise, 2 without AVX2. */
 #include <math.h>
@@ -23,14 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fastxent.h"
-#include "fx_common.h"
-#include "fx_simd.h"
-#undef FX_X86_INTRIN
-#define FX_X86_INTRIN 0
-#pragma GCC target("avx2,fma,f16c")
-#define FX_ISA emu512
-#define FX_VBYTES 64
-#include "fx_isa_body.inc"
+#include "fx_ops.h"
+
+/* the emu512 rows of the generated fx_kernels_emu512.c */
+extern const fx_ops fx_ops_float32_emu512, fx_ops_float64_emu512, fx_ops_bfloat16_emu512;
 
 static uint64_t s = 88172645463325252ULL;
 static double unif(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (double)(s >> 11) / 9007199254740992.0; }
@@ -71,26 +68,26 @@ int main(void)
             char name[96];
             for (int nt = 1; nt <= 2; nt++) {
                 snprintf(name, sizeof name, "lse f32 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
-                lse_float32_emu512(&rx, o1, nt); fx_lse_float32(&rx, o2, nt); cmp(name, o1, o2, rows, 1e-6);
+                fx_ops_float32_emu512.lse(&rx, o1, nt); fx_lse(FX_FLOAT32, &rx, o2, nt); cmp(name, o1, o2, rows, 1e-6);
                 snprintf(name, sizeof name, "xent f32 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
-                xent_float32_emu512(&rx, t, -100, o1, nt); fx_xent_float32(&rx, t, -100, o2, nt); cmp(name, o1, o2, rows, 1e-6);
+                fx_ops_float32_emu512.xent(&rx, t, -100, o1, nt); fx_xent(FX_FLOAT32, &rx, t, -100, o2, nt); cmp(name, o1, o2, rows, 1e-6);
                 double s1, s2;
-                xent_sum_float32_emu512(&rx, t, -100, &s1, nt); fx_xent_sum_float32(&rx, t, -100, &s2, nt);
+                fx_ops_float32_emu512.xent_sum(&rx, t, -100, &s1, nt); fx_xent_sum(FX_FLOAT32, &rx, t, -100, &s2, nt);
                 snprintf(name, sizeof name, "xent_sum f32 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
                 cmp(name, &s1, &s2, 1, 1e-6);
                 snprintf(name, sizeof name, "lse f64 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
-                lse_float64_emu512(&rd, o1, nt); fx_lse_float64(&rd, o2, nt); cmp(name, o1, o2, rows, 1e-13);
+                fx_ops_float64_emu512.lse(&rd, o1, nt); fx_lse(FX_FLOAT64, &rd, o2, nt); cmp(name, o1, o2, rows, 1e-13);
                 snprintf(name, sizeof name, "xent f64 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
-                xent_float64_emu512(&rd, t, -100, o1, nt); fx_xent_float64(&rd, t, -100, o2, nt); cmp(name, o1, o2, rows, 1e-13);
+                fx_ops_float64_emu512.xent(&rd, t, -100, o1, nt); fx_xent(FX_FLOAT64, &rd, t, -100, o2, nt); cmp(name, o1, o2, rows, 1e-13);
                 snprintf(name, sizeof name, "lse bf16 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
-                lse_bfloat16_emu512(&rh, o1, nt); fx_lse_bfloat16(&rh, o2, nt); cmp(name, o1, o2, rows, 1e-6);
+                fx_ops_bfloat16_emu512.lse(&rh, o1, nt); fx_lse(FX_BFLOAT16, &rh, o2, nt); cmp(name, o1, o2, rows, 1e-6);
                 snprintf(name, sizeof name, "xent bf16 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
-                xent_bfloat16_emu512(&rh, t, -100, o1, nt); fx_xent_bfloat16(&rh, t, -100, o2, nt); cmp(name, o1, o2, rows, 1e-6);
+                fx_ops_bfloat16_emu512.xent(&rh, t, -100, o1, nt); fx_xent(FX_BFLOAT16, &rh, t, -100, o2, nt); cmp(name, o1, o2, rows, 1e-6);
                 if (n <= 2000000) {
                     float *p1 = malloc(n * 4), *p2 = malloc(n * 4);
                     double *q1 = malloc(n * 8), *q2 = malloc(n * 8);
                     for (int lg = 0; lg < 2; lg++) {
-                        softmax_float32_emu512(&rx, p1, lg, nt); fx_softmax_float32(&rx, p2, lg, nt);
+                        fx_ops_float32_emu512.softmax(&rx, p1, lg, nt); fx_softmax(FX_FLOAT32, &rx, p2, lg, nt);
                         for (int64_t i = 0; i < n; i++) { q1[i] = p1[i]; q2[i] = p2[i]; }
                         snprintf(name, sizeof name, "softmax%d f32 %lldx%lld sp%d nt%d", lg, (long long)rows, (long long)cols, special, nt);
                         cmp(name, q1, q2, n, 2e-6);
@@ -102,9 +99,9 @@ int main(void)
                     o.grad = p1; o.grad_rows = (fx_rows){.data = p1, .n_outer = 1, .n_inner = rows, .n_cols = cols, .s_outer = n, .s_inner = cols, .s_col = 1};
                     o.grad_scale = 1.0; o.zgrad_scale = 1.0;
                     double *z1 = malloc(rows * 8), *z2 = malloc(rows * 8);
-                    xent_ex_float32_emu512(&rx, &o, o1, z1, nt);
+                    fx_ops_float32_emu512.xent_ex(&rx, &o, o1, z1, nt);
                     o.grad = p2; o.grad_rows.data = p2;
-                    fx_xent_ex_float32(&rx, &o, o2, z2, nt);
+                    fx_xent_ex(FX_FLOAT32, &rx, &o, o2, z2, nt);
                     snprintf(name, sizeof name, "xent_ex loss f32 %lldx%lld sp%d nt%d", (long long)rows, (long long)cols, special, nt);
                     cmp(name, o1, o2, rows, 1e-6);
                     for (int64_t i = 0; i < n; i++) { q1[i] = p1[i]; q2[i] = p2[i]; }
