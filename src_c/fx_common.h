@@ -15,23 +15,15 @@
 #include <omp.h>
 #endif
 
-/* Log-sum-exp state of a run of elements: m = max (NaN ignored); the sum of
- * exp(x - m) kept as c (how many elements equal m: each adds exactly 1) plus
- * r (the rest), so that log(sum) = log1p((c - 1) + r) and 1 - p(max) keep full
- * precision when the largest term dominates; nan = some element was NaN.
- * Blocks are reduced to states and states are combined left to right, so a
- * row's result depends only on its values. */
-typedef struct {
-    double m;
-    double c;
-    double r;
-    int nan;
-} fx_state;
+/* fx_state, the log-sum-exp state of a run of elements, is fastxent.h's (the row-pass
+ * primitive's interface).  Blocks are reduced to states and states are combined left to
+ * right, so a row's result depends only on its values. */
 
 #define FX_BLOCK 4096 /* elements per block: a block is re-read from L1/L2 for the exp pass
                        * (4096 float32: 2.5% faster than 2048 on Zen 4, float64 the same) */
 #define FX_PAIR_BLOCK 2048 /* token_stats: blocks of two arrays (x and y) at once */
 #define FX_SMALL_COLS 64 /* rows up to this many classes are computed FX_W rows at a time */
+#define FX_XL 64 /* xent_ex: short rows whose states the small-row lanes compute at once (a multiple of every FX_W) */
 #define FX_MAX_STORED_BLOCKS 64 /* rows up to 64 blocks: the gradient pass rescales stored exps */
 #define FX_STREAM_MIN_BYTES (16 << 20) /* a gradient output this large: non-temporal stores */
 
