@@ -4,6 +4,7 @@ Commands
 --------
 bench   time fastxent beside NumPy (and SciPy / PyTorch when installed); --plot draws a chart
 eval    perplexity, accuracy and KL statistics of saved logits
+selftest  check every instruction-set variant this CPU runs against the float64 reference
 """
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_selftest(args) -> int:
+    from . import _selftest, available_isas
+
+    isas = available_isas()
+    unknown = [i for i in args.isa or [] if i not in isas]
+    if unknown:
+        print(f"fastxent selftest: error: --isa {unknown[0]!r} is not available here "
+              f"(available: {', '.join(isas)})", file=sys.stderr)
+        return 2
+    return 0 if _selftest.run(isas=args.isa or None, verbose=args.verbose) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastxent",
@@ -76,6 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
                             'pip install "fastxent[plot]")')
     bench.set_defaults(func=_cmd_bench)
     add_eval_parser(sub)
+    selftest = sub.add_parser(
+        "selftest", help="check every ISA variant this CPU runs (a few seconds; exit status 1 on a failure)",
+        description="Check every instruction-set variant this CPU runs (fastxent.available_isas()) "
+                    "against the float64 reference (fastxent.reference) and against the baseline "
+                    "variant, on a fixed grid: logsumexp (with and without b), softmax, log_softmax, "
+                    "cross_entropy (weights, ignore_index, label smoothing, z-loss, softcap, probability "
+                    "targets; reductions none/sum/mean; the gradient), perplexity, token_stats with "
+                    "reference logits and kl_divergence, in float32, float64, float16 and bfloat16, "
+                    "four layouts, 1 and 2 threads; plus the adversarial accuracy catalogue "
+                    "(logsumexp, cross_entropy and log_softmax within 2 ulp). Results are compared "
+                    "within the test suite's tolerances, not bitwise (ISAs sum in different orders). "
+                    "Prints one line per ISA and a verdict; exit status 0 when every ISA passes, 1 "
+                    "otherwise.")
+    selftest.add_argument("--isa", action="append", metavar="NAME",
+                          help="check only this ISA (repeatable; the baseline is always checked, as the "
+                               "others are compared with it)")
+    selftest.add_argument("-v", "--verbose", action="store_true", help="list every failed check")
+    selftest.set_defaults(func=_cmd_selftest)
     return parser
 
 

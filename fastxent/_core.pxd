@@ -29,6 +29,7 @@ cdef extern from "fastxent.h" nogil:
         double softcap
         void *grad
         fx_rows grad_rows
+        int grad_narrow
         double grad_scale
         double zgrad_scale
 
@@ -67,6 +68,16 @@ cdef extern from "fastxent.h" nogil:
                              int64_t ignore_index, int64_t *n_counted)
 
     int fx_lse(int dtype, const fx_rows *x, double *out, int n_threads)
+
+    ctypedef struct fx_state:
+        double m
+        double c
+        double r
+        int nan
+
+    int fx_row_states(int dtype, const fx_rows *x, fx_state *out, int n_threads)
+    fx_state fx_state_merge(fx_state a, fx_state b)
+    int fx_state_lse(int dtype, const fx_state *s, int64_t n, double *out)
     int fx_softmax(int dtype, const fx_rows *x, void *out, int log, int n_threads)
     int fx_xent(int dtype, const fx_rows *x, const int64_t *target, int64_t ignore_index,
                 double *loss, int n_threads)

@@ -7,6 +7,7 @@ too-small output), raising instead of reading or writing out of bounds.
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint8_t
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 # the C declarations (src_c/fastxent.h) are in _core.pxd
 
 cnp.import_array()
@@ -53,7 +54,15 @@ def omp_max_threads():
 
 
 cdef int _code(cnp.ndarray x) except -1:
-    """The fx_dtype of x (FX_FLOAT32, FX_FLOAT64, FX_FLOAT16, FX_BFLOAT16), recognised by name."""
+    """The fx_dtype of x (FX_FLOAT32, FX_FLOAT64, FX_FLOAT16, FX_BFLOAT16), recognised by type
+    number, or by name for the others (the name is a Python-level property: microseconds a call)."""
+    cdef int num = cnp.PyArray_TYPE(x)
+    if num == cnp.NPY_FLOAT32:
+        return FX_FLOAT32
+    if num == cnp.NPY_FLOAT64:
+        return FX_FLOAT64
+    if num == cnp.NPY_FLOAT16:
+        return FX_FLOAT16
     name = x.dtype.name
     if name == "float32":
         return FX_FLOAT32
@@ -133,6 +142,61 @@ def lse(cnp.ndarray x, tuple layout, cnp.ndarray out, int n_threads):
     with nogil:
         rc = fx_lse(code, &r, o, n_threads)
     _done(rc, x, "per-row states")
+
+
+def row_states(cnp.ndarray x, tuple layout, int n_threads):
+    """The row-pass states (fx_row_states) of the rows of x: a (rows, 4) float64 array of
+    (m, c, r, nan) per row."""
+    cdef fx_rows r = _rows(x, layout)
+    cdef int code = _code(x), rc
+    cdef int64_t rows = _nrows(&r), i
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, [rows, 4], cnp.NPY_FLOAT64, 0)
+    cdef double *o = <double *>cnp.PyArray_DATA(out)
+    cdef fx_state *st = <fx_state *>PyMem_Malloc(<size_t>(rows if rows > 0 else 1) * sizeof(fx_state))
+    if st == NULL:
+        raise MemoryError("fastxent: out of memory for the row states")
+    try:
+        with nogil:
+            rc = fx_row_states(code, &r, st, n_threads)
+        _done(rc, x, "per-block states")
+        for i in range(rows):
+            o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3] = st[i].m, st[i].c, st[i].r, st[i].nan
+    finally:
+        PyMem_Free(st)
+    return out
+
+
+cdef fx_state _state(const double *p) noexcept nogil:
+    cdef fx_state s
+    s.m, s.c, s.r, s.nan = p[0], p[1], p[2], p[3] != 0.0
+    return s
+
+
+def state_merge(cnp.ndarray a, cnp.ndarray b):
+    """fx_state_merge of two (m, c, r, nan) float64 rows of 4."""
+    _need(a, "float64", 4, "a")
+    _need(b, "float64", 4, "b")
+    cdef fx_state s = fx_state_merge(_state(<double *>cnp.PyArray_DATA(a)), _state(<double *>cnp.PyArray_DATA(b)))
+    return (s.m, s.c, s.r, float(s.nan))
+
+
+def state_lse(str dtype, cnp.ndarray states):
+    """fx_state_lse of `dtype` over the (m, c, r, nan) rows of a (k, 4) float64 array."""
+    _need(states, "float64", 4 * states.shape[0], "states")
+    cdef int64_t k = states.shape[0], i
+    cdef const double *p = <const double *>cnp.PyArray_DATA(states)
+    cdef int code = {"float32": FX_FLOAT32, "float64": FX_FLOAT64, "float16": FX_FLOAT16,
+                     "bfloat16": FX_BFLOAT16}[dtype]
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, [k], cnp.NPY_FLOAT64, 0)
+    cdef fx_state *st = <fx_state *>PyMem_Malloc(<size_t>(k if k > 0 else 1) * sizeof(fx_state))
+    if st == NULL:
+        raise MemoryError("fastxent: out of memory for the row states")
+    for i in range(k):
+        st[i] = _state(p + 4 * i)
+    rc = fx_state_lse(code, st, k, <double *>cnp.PyArray_DATA(out))
+    PyMem_Free(st)
+    _done(rc, states, "state_lse")
+    return out
 
 
 def softmax(cnp.ndarray x, tuple layout, cnp.ndarray out, bint log, int n_threads):
@@ -220,6 +284,7 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
     o.grad = NULL
     o.prob_rows = r
     o.grad_rows = r
+    o.grad_narrow = 0
     if target is not None:
         o.target = _checked_targets(target, rows, r.n_cols, ignore_index)
     elif prob is not None:
@@ -235,8 +300,11 @@ def xent_ex(cnp.ndarray x, tuple layout, target, prob, tuple prob_layout, weight
         _need(weight, cdt, r.n_cols, "weight")
         o.weight = cnp.PyArray_DATA(weight)
     if grad is not None:
-        if grad.dtype != cdt or not grad.flags.writeable:
-            raise ValueError("internal: grad must be writable in the compute dtype")
+        # the compute dtype, or 16-bit logits' own dtype (written rounded: grad_narrow)
+        o.grad_narrow = (code == FX_FLOAT16 or code == FX_BFLOAT16) and grad.dtype.itemsize == 2 \
+            and _code(grad) == code
+        if not (o.grad_narrow or grad.dtype == cdt) or not grad.flags.writeable:
+            raise ValueError("internal: grad must be writable in the compute dtype or the 16-bit logits' dtype")
         o.grad_rows = _rows(grad, grad_layout)
         if _nrows(&o.grad_rows) != rows or o.grad_rows.n_cols != r.n_cols:
             raise ValueError("internal: grad layout does not match")

@@ -158,8 +158,11 @@ def check_grad_out(grad_out: Any, x: np.ndarray, ax: int,
     if grad_out.shape != x.shape:
         raise ValueError(f"`grad_out` has shape {grad_out.shape}, `logits` has shape {x.shape}")
     want = result_dtype(x.dtype)
-    if grad_out.dtype != want:
-        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient of {x.dtype} logits is {want}")
+    # 16-bit logits: float32, or their own dtype (the kernel rounds each entry once)
+    own = x.dtype.itemsize == 2 and (is_bfloat16(grad_out.dtype) if is_bfloat16(x.dtype) else grad_out.dtype == x.dtype)
+    if grad_out.dtype != want and not own:
+        also = f" or {x.dtype}" if x.dtype.itemsize == 2 else ""
+        raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient of {x.dtype} logits is {want}{also}")
     if not grad_out.flags.writeable:
         raise ValueError("`grad_out` is read-only")
     # what always works: C order when the class axis is last, else C order with the classes last,

@@ -151,10 +151,11 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
     grad_out : ndarray, optional
         Where to write the gradient (requires `return_grad`): an array of the
         logits' shape and of the gradient's dtype (float64 for float64 logits,
-        float32 otherwise), aligned, with a contiguous class axis.  For float32
-        and float64 logits it may be the `logits` array itself, which is then
-        overwritten in place (as Liger does); the numbers are the same as with
-        a separate buffer.
+        float32 otherwise; for float16 and bfloat16 logits also their own
+        dtype, each entry then the float32 one rounded to nearest even),
+        aligned, with a contiguous class axis.  It may be the `logits` array
+        itself, which is then overwritten in place (as Liger does); the numbers
+        are the same as with a separate buffer.
     n_threads : int, optional
         Threads to use (None: `get_num_threads`; -1: all CPUs).
 

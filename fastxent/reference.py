@@ -305,7 +305,8 @@ def _check_grad_out(grad_out, shape, grad_dtype, logits):
         raise TypeError(f"`grad_out` must be a NumPy array, not {type(grad_out).__name__}")
     if grad_out.shape != shape:
         raise ValueError(f"`grad_out` has shape {grad_out.shape}; `logits` has shape {shape}")
-    if grad_out.dtype != grad_dtype:
+    own = np.asarray(logits).dtype  # 16-bit logits: their own dtype too (the gradient rounded to it)
+    if grad_out.dtype != grad_dtype and not (own.itemsize == 2 and grad_out.dtype == own):
         raise TypeError(f"`grad_out` has dtype {grad_out.dtype}; the gradient is {grad_dtype}")
     if not grad_out.flags.writeable:
         raise ValueError("`grad_out` is read-only")
@@ -428,7 +429,8 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: SupportsIndex =
         the sum of the per-position losses): float64 for float64 logits, else float32.
     grad_out : ndarray, optional
         Written with the gradient and returned in its place (needs `return_grad`); may be the
-        `logits` array itself.
+        `logits` array itself. For float16/bfloat16 logits it may also have their dtype: the
+        float32 gradient is then rounded to it.
     n_threads : int, optional
         Ignored.
 

@@ -46,11 +46,7 @@ def case(kind: str, seed: int):
     raise ValueError(f"unknown case kind {kind!r} (special or xent)")
 
 
-def _flag(argv, name, default):
-    for a in argv:
-        if a.startswith(f"-{name}="):
-            return a.split("=", 1)[1]
-    return default
+_flag = td.fz._flag  # fuzz_fastxent's libFuzzer-style option reader, loaded by test_differential
 
 
 def main(argv):

@@ -78,6 +78,37 @@ int fx_xent_sum(int dtype, const fx_rows *x, const int64_t *target, int64_t igno
  * of per-row losses equals fx_xent_sum's over the same rows, bitwise).  0, or -1 out of memory. */
 int fx_sum_losses(const double *a, int64_t n, double *total);
 
+/* ---- the row-pass primitive (docs/ARCHITECTURE.md "The row pass") ------------------------
+ * The log-sum-exp state of a run of a row's elements: m = their max (NaN ignored); the sum of
+ * exp(x - m) held as c (how many elements equal m: each adds exactly 1) plus r (the rest), so
+ * that log(sum exp) = m + log1p((c - 1) + r) and 1 - p(max) keep full precision when the largest
+ * term dominates; nan = some element was NaN.  m = -inf (c = r = 0) for no elements or only
+ * -inf; m = +inf (c = 1, r = 0) when one is +inf.  Every kernel reduces rows to these states
+ * block by block (FX_BLOCK = 4096 elements) and merges them left to right. */
+typedef struct {
+    double m;
+    double c;
+    double r;
+    int nan;
+} fx_state;
+
+/* out[r] = the state of row r of x over its n_cols columns, as the kernels compute it (fx_lse
+ * is fx_state_lse of these, bitwise).  A range of columns [c0, c1) of the rows is the fx_rows
+ * whose data starts at column c0 and whose n_cols is c1 - c0: a fused linear + cross-entropy
+ * takes the states of one vocabulary chunk of logits at a time and merges them across chunks
+ * with fx_state_merge.  Merged left to right over chunks that start at multiples of FX_BLOCK, the
+ * states of rows longer than 64 columns are bitwise those of the whole rows; other chunkings
+ * (and rows of up to 64 columns, summed in another order) agree to rounding.  Allocates (a
+ * state per block) only where few long rows are split over threads. */
+int fx_row_states(int dtype, const fx_rows *x, fx_state *out, int n_threads);
+
+/* the state of a's elements followed by b's (the kernels' combine, rounded as theirs) */
+fx_state fx_state_merge(fx_state a, fx_state b);
+
+/* out[i] = the log-sum-exp of s[i] in double, as fx_lse of `dtype` finishes a row: NaN for a
+ * state with nan, +-inf for m = +-inf, else m + log1p((c - 1) + r). */
+int fx_state_lse(int dtype, const fx_state *s, int64_t n, double *out);
+
 /* Options of the full cross-entropy kernel (PyTorch's and Liger's meaning):
  * loss[r] = g (lse - x'[t]) + sum_c coef_c (lse - x'_c), with x' = softcap * tanh(x / softcap)
  * (or x), g = (1 - eps) w[t] for class-index targets (0 for probability targets) and
@@ -92,14 +123,20 @@ typedef struct {
     double smoothing;       /* label smoothing in [0, 1] */
     double z_loss;          /* >= 0 */
     double softcap;         /* > 0 to cap the logits; 0 = off */
-    void *grad;             /* d total / d logits, written in the logits' dtype (grad_rows), or NULL */
+    void *grad;             /* d total / d logits (laid out as grad_rows), or NULL: in the compute
+                             * type, or with grad_narrow in the 16-bit logits' own type */
     fx_rows grad_rows;
+    int grad_narrow;        /* float16/bfloat16 logits: write grad as float16/bfloat16, each entry the
+                             * float one rounded to nearest even (may be the logits themselves) */
     double grad_scale;      /* d total / d loss[r] */
     double zgrad_scale;     /* d total / d zloss[r] */
 } fx_xent_opts;
 
 /* Full cross-entropy (weights, smoothing, probability targets, z-loss, softcap) and
- * its gradient in one call; the gradient may be written over the logits themselves. */
+ * its gradient in one call; the gradient may be written over the logits themselves.
+ * A gradient of >= 16 MiB in memory of its own is written with non-temporal stores; with
+ * grad_narrow or such a streamed gradient each thread builds a row in a gradient row of its own
+ * (4 or 8 bytes a class): FX_ENOMEM when those cannot be allocated. */
 int fx_xent_ex(int dtype, const fx_rows *x, const fx_xent_opts *o, double *loss, double *zloss,
                int n_threads);
 

@@ -15,24 +15,17 @@
 #include <omp.h>
 #endif
 
-/* Log-sum-exp state of a run of elements: m = max (NaN ignored); the sum of
- * exp(x - m) kept as c (how many elements equal m: each adds exactly 1) plus
- * r (the rest), so that log(sum) = log1p((c - 1) + r) and 1 - p(max) keep full
- * precision when the largest term dominates; nan = some element was NaN.
- * Blocks are reduced to states and states are combined left to right, so a
- * row's result depends only on its values. */
-typedef struct {
-    double m;
-    double c;
-    double r;
-    int nan;
-} fx_state;
+/* fx_state, the log-sum-exp state of a run of elements, is fastxent.h's (the row-pass
+ * primitive's interface).  Blocks are reduced to states and states are combined left to
+ * right, so a row's result depends only on its values. */
 
 #define FX_BLOCK 4096 /* elements per block: a block is re-read from L1/L2 for the exp pass
                        * (4096 float32: 2.5% faster than 2048 on Zen 4, float64 the same) */
 #define FX_PAIR_BLOCK 2048 /* token_stats: blocks of two arrays (x and y) at once */
 #define FX_SMALL_COLS 64 /* rows up to this many classes are computed FX_W rows at a time */
+#define FX_XL 64 /* xent_ex: short rows whose states the small-row lanes compute at once (a multiple of every FX_W) */
 #define FX_MAX_STORED_BLOCKS 64 /* rows up to 64 blocks: the gradient pass rescales stored exps */
+#define FX_STREAM_MIN_BYTES (16 << 20) /* a gradient output this large: non-temporal stores */
 
 static inline fx_state fx_state_combine(fx_state a, fx_state b)
 {
@@ -71,6 +64,50 @@ static inline float fx_f16_to_float(uint16_t h)
     u |= (uint32_t)(h & 0x8000u) << 16;
     memcpy(&f, &u, sizeof f);
     return f;
+}
+
+/* scalar float -> 16-bit conversions, rounding to nearest even (the gradient written
+ * in the logits' own 16-bit type; the vector ones are the ISA vocabulary's, src_c/isa/); NaN gives
+ * the quiet NaN 0x7fc0 / 0x7e00 */
+static inline uint16_t fx_float_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline uint16_t fx_float_to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    u &= 0x7fffffffu;
+    if (u > 0x7f800000u) return 0x7e00u;                /* NaN */
+    if (u >= 0x477ff000u) return sign | 0x7c00u;        /* >= 65520 (the midpoint above 65504): inf */
+    if (u < 0x38800000u) {
+        /* below 2^-14: a subnormal half (or 0, or the smallest normal when rounding up),
+         * counted in units of 2^-24 = the spacing of floats in [0.5, 1): the float sum
+         * 0.5f + |f| rounds to nearest even there, its low bits are the half */
+        float a;
+        memcpy(&a, &u, sizeof a);
+        a += 0.5f;
+        memcpy(&u, &a, sizeof u);
+        return sign | (uint16_t)(u - 0x3f000000u);
+    }
+    /* normal: exponent bias 127 -> 15, then the 13 dropped bits rounded to nearest even */
+    u = u - 0x38000000u + 0xfffu + ((u >> 13) & 1u);
+    return sign | (uint16_t)(u >> 13);
+}
+
+/* this thread's number in a parallel region (0 without OpenMP) */
+static inline int fx_thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 /* element offset of row r */

@@ -129,6 +129,17 @@ int fx_lse_b(int dtype, const fx_rows *x, const fx_rows *b, int return_sign, dou
 int fx_vexp(int dtype, const void *x, void *out, int64_t n, int neg)
 { FX_CALL(dtype, vexp, x, out, n, neg); }
 
+int fx_row_states(int dtype, const fx_rows *x, fx_state *out, int n_threads)
+{ FX_CALL(dtype, row_states, x, out, n_threads); }
+
+int fx_state_lse(int dtype, const fx_state *s, int64_t n, double *out)
+{ FX_CALL(dtype, state_lse, s, n, out); }
+
+fx_state fx_state_merge(fx_state a, fx_state b)
+{
+    return fx_kernels(FX_FLOAT64)->state_merge(a, b);
+}
+
 int64_t fx_check_targets(const int64_t *target, int64_t n, int64_t n_cols, int64_t ignore_index,
                          int64_t *n_counted)
 {

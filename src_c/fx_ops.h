@@ -21,9 +21,12 @@ typedef struct {
     int (*lse_b)(const fx_rows *x, const fx_rows *b, int return_sign, double *out,
                  double *sign, int n_threads);
     int (*vexp)(const void *x, void *out, int64_t n, int neg);
+    int (*row_states)(const fx_rows *x, fx_state *out, int n_threads);
+    int (*state_lse)(const fx_state *s, int64_t n, double *out);
     /* dtype-free, the same in every dtype's row of an ISA */
     int64_t (*check_targets)(const int64_t *target, int64_t n, int64_t n_cols,
                              int64_t ignore_index, int64_t *n_counted);
+    fx_state (*state_merge)(fx_state a, fx_state b);
 } fx_ops;
 
 /* the scalar (ISA-free) kernels of the generated fx_kernels_scalar.c */

@@ -16,6 +16,8 @@
  *   FX_TOC(v)      one stored element as FX_C
  *   FX_LOADT(p)    FX_W stored elements as an FX_VC
  *   FX_LOADT2(p, a, b)  2 FX_W stored elements into *a, *b (16-bit types only)
+ *   FX_FROMC(c)    one FX_C value as a stored element, rounded to nearest even (16-bit types only)
+ *   FX_STORET(p, v)  FX_W lanes stored as FX_W stored elements, so rounded (16-bit types only)
  *   FX_LOADV(p)    FX_W compute elements
  *   FX_MAXV(v, m)  lane max, a NaN in v ignored      FX_SEL(m, a, b)  lane select
  *   FX_EXPV(v)     exp of v <= 0                      FX_EXPV0(v)      the same, but 0 at v == +0
@@ -91,10 +93,14 @@
 #define FX_TOC(v) fx_bf16_to_float(v)
 #define FX_LOADT(p) fx_load_bf16(p)
 #define FX_LOADT2(p, a, b) fx_load2_bf16(p, a, b)
+#define FX_FROMC(c) fx_float_to_bf16(c)
+#define FX_STORET(p, v) fx_store_bf16(p, v)
 #else /* FX_PARAMS_FLOAT16 */
 #define FX_T uint16_t
 #define FX_NATIVE 0
 #define FX_TOC(v) fx_f16_to_float(v)
 #define FX_LOADT(p) fx_load_f16(p)
 #define FX_LOADT2(p, a, b) (*(a) = fx_load_f16(p), *(b) = fx_load_f16((p) + FX_W))
+#define FX_FROMC(c) fx_float_to_f16(c)
+#define FX_STORET(p, v) fx_store_f16(p, v)
 #endif

@@ -8,6 +8,8 @@
 #undef FX_TOC
 #undef FX_LOADT
 #undef FX_LOADT2
+#undef FX_FROMC
+#undef FX_STORET
 #undef FX_LOADV
 #undef FX_MAXV
 #undef FX_SEL

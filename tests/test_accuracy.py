@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastxent
-from fastxent import reference
+from fastxent import _accuracy, reference
 
 VOCABS = [1, 7, 64, 65, 1000, 2049, 32000, 128256, 262144]
 
@@ -194,3 +194,79 @@ def test_float64_dominant_short_rows_within_a_few_ulp(isa, vocab):
     assert ulp(fastxent.cross_entropy(x, top, reduction="none"), tiny).max() <= 4
     assert ulp(fastxent.cross_entropy(x, top, reduction="none", return_grad=True)[0], tiny).max() <= 4
     assert ulp(-fastxent.log_softmax(x, axis=-1)[np.arange(19), top], tiny).max() <= 4
+
+
+# ---- the adversarial catalogue (issue 17), on every ISA ---------------------------------------
+# fastxent._accuracy builds it (also for `python -m fastxent selftest`): per family, V from 2 to
+# 262144 with the lane (63, 64 / 65) and block (4096 / 4097) edges; the exact reference is
+# math.fsum over float64 exps of the given values, never fastxent's output.  Units: <= 2 is the
+# README's contract (2 ulp of the float32 rounding; eps32 (1 + |max|) absolute where max + log(sum)
+# cancels; the loss and -log_softmax in ulp(value) + ulp(lse), in ulp(value) alone at a row's only
+# maximum when x - max is exact in float32).
+
+_CATALOGUE: dict = {}
+
+
+def _catalogue(dtype):
+    _dtype(dtype)  # skips bfloat16 without ml_dtypes
+    if dtype not in _CATALOGUE:  # built once: its exact values serve every ISA
+        _CATALOGUE[dtype] = _accuracy.cases(dtype)
+    return _CATALOGUE[dtype]
+
+
+def _worst(worst, op, case, n_threads, got):
+    units = case.units(op, got)
+    i = np.unravel_index(int(np.argmax(units)), units.shape)
+    if op not in worst or units[i] > worst[op][0]:
+        worst[op] = (float(units[i]), f"{case.name} row {i[0]} n_threads={n_threads}")
+
+
+@pytest.mark.parametrize("family", _accuracy.FAMILIES)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_catalogue_within_the_contract(isa, dtype, family):
+    """logsumexp, cross_entropy (with and without the gradient: the same bits) and log_softmax
+    of every row of the family; float32 rows of V >= 4096 also with 2 threads (the split path)."""
+    worst: dict = {}
+    for case in (c for c in _catalogue(dtype) if c.family == family):
+        for n_threads in (1, 2) if dtype == "float32" and case.vocab >= 4096 else (1,):
+            got = fastxent.logsumexp(case.x, axis=-1, n_threads=n_threads)
+            assert got.dtype == np.float32
+            _worst(worst, "logsumexp", case, n_threads, got)
+            loss = fastxent.cross_entropy(case.x, case.target, reduction="none", n_threads=n_threads)
+            _worst(worst, "cross_entropy", case, n_threads, loss)
+            with_grad = fastxent.cross_entropy(case.x, case.target, reduction="none", return_grad=True,
+                                               n_threads=n_threads)[0]
+            assert np.array_equal(with_grad, loss, equal_nan=True), case.name
+            _worst(worst, "log_softmax", case, n_threads,
+                   fastxent.log_softmax(case.x, axis=-1, n_threads=n_threads))
+    assert set(worst) == {"logsumexp", "cross_entropy", "log_softmax"}
+    bad = {op: w for op, w in worst.items() if not w[0] <= 2.0}
+    assert not bad, f"{isa} {dtype} {family}: beyond the 2-ulp contract: {bad}"
+
+
+def test_catalogue_is_what_it_says():
+    """The families hold their adversarial rows, the exact reference agrees with the float64
+    reference to 1e-14, and the units count an error of 3 ulp as 3 (the tests can fail)."""
+    by = {c.name: c for c in _catalogue("float32")}
+    assert {c.family for c in by.values()} == set(_accuracy.FAMILIES)
+    assert {c.vocab for c in by.values()} == set(_accuracy.VOCABS) and max(_accuracy.VOCABS) == 262144
+    d = by["dominant/4097"]
+    assert np.all(d._terms["count"] == 1) and np.all((d.exact_lse - d.exact_max) < 1e-5)
+    assert np.all(d.exact_max[:2] == 0) and np.all(d.exact_log1p[:2] > 0)
+    t = by["ties/1000"]
+    assert [int(k) for k in t._terms["count"][:3]] == [2, 500, 1000]
+    u = by["underflow/4097"]
+    assert np.isneginf(u.exact_lse[-1]) and u._terms["flushed"].max() > 0 and np.isneginf(u.x).any()
+    e = by["exp_tail/65"]
+    assert np.all(np.isfinite(e.x).sum(axis=1) == 11) and np.all(e.exact_max == 0)
+    assert np.all(by["integer/64"].x == np.round(by["integer/64"].x))
+    for c in by.values():
+        fin = np.isfinite(c.exact_lse)
+        ref = reference.logsumexp(c.wide, axis=-1)
+        assert np.allclose(c.exact_lse[fin], ref[fin], rtol=1e-14, atol=0), c.name
+    want = by["random/1000"].exact_lse.astype(np.float32)
+    off = want
+    for _ in range(3):
+        off = np.nextafter(off, np.float32(np.inf))
+    assert np.all(by["random/1000"].units("logsumexp", off) == 3.0)
+    assert np.all(by["random/1000"].units("logsumexp", want) == 0.0)

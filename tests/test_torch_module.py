@@ -210,6 +210,14 @@ def test_errors():
         fxt.cross_entropy(x.numpy(), t)
     with pytest.raises(IndexError, match="`target` value 7"):
         fxt.cross_entropy(x, torch.full((8,), 7))
+    with pytest.raises(TypeError, match="`ignore_index` must be an integer, got 1.5"):
+        fxt.cross_entropy(x, t, ignore_index=1.5)
+    with pytest.raises(ValueError, match="`label_smoothing` must be a finite number in"):
+        fxt.cross_entropy(x.float().requires_grad_(), t, label_smoothing=float("nan"))
+    with pytest.raises(ValueError, match="`softcap` must be a finite number in"):
+        fxt.cross_entropy(x, t, softcap=0.0)
+    with pytest.raises(ValueError, match="`ignore_index` must fit in int64"):
+        fxt.cross_entropy(x, t, ignore_index=2 ** 63)
 
 
 def _compiled_graphs(f, *args):
@@ -324,3 +332,194 @@ def test_importing_fastxent_does_not_import_torch_and_module_needs_it():
             "try:\n    import fastxent.torch\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install torch" in out
+
+
+# --------------------------------------------------------------------------- the fast routes
+import numpy as np  # noqa: E402
+
+import fastxent  # noqa: E402
+
+_DIRECT_OPTS = [dict(), dict(label_smoothing=0.2), dict(z_loss=1e-2), dict(softcap=3.0), dict(ignore_index=1),
+                dict(label_smoothing=0.1, z_loss=1e-3, softcap=5.0), dict(weight=True)]
+
+
+def _views(shape, dtype):
+    """(input, target) pairs: contiguous, a row-strided causal view, classes on dim 1."""
+    g = torch.Generator().manual_seed(len(shape))
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3).to(dtype)
+    if len(shape) == 2:
+        yield x, torch.randint(0, shape[1], shape[:1], generator=g)
+        xs = x[:, :-1]  # rows of C - 1 classes, C apart
+        yield xs, torch.randint(0, shape[1] - 1, shape[:1], generator=g)
+    elif len(shape) == 3:
+        yield x, torch.randint(0, shape[1], shape[:1] + shape[2:], generator=g)
+    else:
+        yield x, torch.tensor(3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", _DIRECT_OPTS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("shape", [(33, 70), (4, 9, 5), (11,)])
+def test_same_bits_as_fastxent_cross_entropy(shape, opts, reduction, dtype):
+    """Loss and gradient are bitwise fastxent.cross_entropy's on the same data (class axis 1):
+    the loss rounded to torch's dtype, the gradient for 16-bit input its float32 one rounded
+    once, whichever route the call takes (the direct kernel call or fastxent.cross_entropy)."""
+    for x, t in _views(shape, dtype):
+        kw = dict(opts)
+        if kw.pop("weight", False):
+            kw["weight"] = torch.rand(x.shape[1 if x.dim() > 1 else 0], dtype=torch.float64) + 0.5
+        if "ignore_index" in kw and t.dim():
+            t[: t.shape[0] // 2] = kw["ignore_index"]
+        a = x.detach().clone().requires_grad_()
+        loss = fxt.cross_entropy(a, t, reduction=reduction, **kw)
+        loss.sum().backward()
+        want_loss, want_grad = fastxent.cross_entropy(x, t, axis=1 if x.dim() > 1 else 0, reduction=reduction,
+                                                      return_grad=True, **kw)
+        want_loss = torch.from_numpy(np.array(want_loss)).to(dtype)
+        want_grad = torch.from_numpy(np.asarray(want_grad)).to(dtype)
+        assert loss.dtype == dtype and loss.shape == want_loss.shape
+        assert a.grad.dtype == dtype and a.grad.shape == x.shape
+        torch.testing.assert_close(loss, want_loss, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(a.grad, want_grad, rtol=0, atol=0, equal_nan=True)
+
+
+def _saved_gradient_ptr(loss):
+    return loss.grad_fn.grad.data_ptr()  # the eager route keeps it as the node's attribute
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_backward_hands_over_the_forward_gradient(dtype):
+    """Without retain_graph, x.grad is the forward's gradient buffer itself (scaled in place);
+    with it, backward returns a scaled copy and the kept gradient stays intact for the next one."""
+    x, t, _ = _case((64, 40), dtype=dtype)
+    x.requires_grad_(True)
+    loss = fxt.cross_entropy(x, t)
+    ptr = _saved_gradient_ptr(loss)
+    loss.backward()
+    assert x.grad.data_ptr() == ptr
+    g1 = x.grad.clone()
+
+    x.grad = None
+    loss = fxt.cross_entropy(x, t)
+    ptr = _saved_gradient_ptr(loss)
+    (loss * 0.5).backward()  # the incoming gradient scales the kept one in place
+    assert x.grad.data_ptr() == ptr
+    torch.testing.assert_close(x.grad, g1 * 0.5, rtol=0, atol=0)
+
+    x.grad = None
+    loss = fxt.cross_entropy(x, t)
+    ptr = _saved_gradient_ptr(loss)
+    loss.backward(retain_graph=True)
+    assert x.grad.data_ptr() != ptr
+    torch.testing.assert_close(x.grad, g1, rtol=0, atol=0)
+    x.grad.zero_()  # in place on x.grad: the kept gradient is not x.grad
+    (loss * 3.0).backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, g1 * 3.0, rtol=0, atol=0)
+    loss.backward()
+    torch.testing.assert_close(x.grad, g1 * 3.0 + g1, rtol=0, atol=0)
+    (ga,) = torch.autograd.grad(fxt.cross_entropy(x, t), x)
+    torch.testing.assert_close(ga, g1, rtol=0, atol=0)
+
+
+def test_backward_copies_without_torchs_keep_graph_query(monkeypatch):
+    """The hand-over asks torch whether the graph is kept (a private query AOTAutograd uses);
+    without it (a torch that lacks it), backward copies: the same values, a buffer of its own."""
+    assert fxt._KEEP_GRAPH is not None  # torch 2.13 has it
+    monkeypatch.setattr(fxt, "_KEEP_GRAPH", None)
+    x, t, _ = _case((16, 9), dtype=torch.float32)
+    x.requires_grad_(True)
+    loss = fxt.cross_entropy(x, t)
+    ptr = _saved_gradient_ptr(loss)
+    loss.backward()
+    assert x.grad.data_ptr() != ptr
+    b = x.detach().clone().requires_grad_()
+    F.cross_entropy(b, t).backward()
+    torch.testing.assert_close(x.grad, b.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_released_gradient_memory_is_reused_and_held_memory_never():
+    """The last released gradient of >= 16 MiB becomes the next one; a gradient still held by
+    someone is never handed out again (its values stay), and empty_cache frees the kept one."""
+    x = torch.randn(4096, 1024, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    t = torch.randint(0, 1024, (4096,), generator=torch.Generator().manual_seed(1))
+    fxt.empty_cache()
+    fxt.cross_entropy(x, t).backward()
+    first = x.grad.data_ptr()
+    kept = x.grad  # held by the caller
+    saved = kept.clone()
+    x.grad = None
+    y = (x * 2).detach().requires_grad_()
+    fxt.cross_entropy(y, t).backward()
+    assert y.grad.data_ptr() != first
+    torch.testing.assert_close(kept, saved, rtol=0, atol=0)
+    second = y.grad.data_ptr()
+    y.grad = None  # released: kept for the next step
+    fxt.cross_entropy(x, t).backward()
+    assert x.grad.data_ptr() == second
+    del kept
+    x.grad = None
+    assert fxt.empty_cache() == 4096 * 1024 * 4
+    assert fxt.empty_cache() == 0
+
+
+def test_routes_eager_function_and_custom_op_under_a_mode():
+    """Eager calls take the autograd.Function; under a dispatch mode the custom op (which the
+    mode sees), with the same numbers."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, t, _ = _case((12, 7), dtype=torch.float32)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    la = fxt.cross_entropy(a, t, label_smoothing=0.1)
+    assert type(la.grad_fn).__name__ == "_XentBackward"
+    with Seen() as mode:
+        lb = fxt.cross_entropy(b, t, label_smoothing=0.1)
+    assert "fastxent.cross_entropy.default" in mode.ops
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(la, lb, rtol=0, atol=0)
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_scalar_loss_rounds_as_the_cast_chain(dtype):
+    """A 0-d loss is the float64 total rounded to float32, then to the input's dtype (what
+    fastxent.cross_entropy's float32 result cast by torch gives), also for totals just off a
+    16-bit rounding midpoint (where rounding float64 directly would differ) and beyond the
+    dtype's range."""
+    rng = np.random.default_rng(0)
+    vals = [1e300, -1e300, 3.4028235e38, 3.402823567e38, 65519.0, 65520.0, 3.3895e38, float("inf"),
+            float("-inf")]
+    for f in (rng.standard_normal(300) * 50).astype(np.float32):
+        bits = int(np.float32(f).view(np.uint32)) & 0xFFFF0000
+        mid = float(np.uint32(bits | 0x8000).view(np.float32))  # a bfloat16 midpoint
+        half = np.float16(f)
+        hmid = (float(half) + float(np.nextafter(half, np.float16(np.inf)))) / 2  # a float16 one
+        for m in (mid, hmid):
+            vals += [m, float(np.nextafter(m, np.inf)), float(np.nextafter(m, -np.inf))]
+    ibits = torch.int32 if dtype == torch.float32 else torch.int16
+    for v in vals:
+        got = fxt._scalar(v, dtype, torch.float32)
+        want = torch.tensor(v, dtype=torch.float64).to(torch.float32).to(dtype)
+        assert got.dtype == dtype and got.shape == ()
+        assert got.view(ibits).item() == want.view(ibits).item(), (v, got, want)
+    assert torch.isnan(fxt._scalar(float("nan"), dtype, torch.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_the_kernel_reads_the_tensor_itself(dtype):
+    """The direct route hands the kernel a view of the input's memory (a strided one too), not a copy."""
+    x = torch.randn(6, 9, dtype=torch.float64).to(dtype).requires_grad_()
+    for v in (x, x[:, 1:]):
+        a = fxt._as_numpy(v)
+        assert a.__array_interface__["data"][0] == v.data_ptr() and a.strides == tuple(
+            s * v.element_size() for s in v.stride())

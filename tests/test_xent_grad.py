@@ -174,6 +174,132 @@ def test_grad_out_filled_exactly(fx, rng, out_layout, axis, dtype):
             assert (np.moveaxis(out, axis, -1).base[..., -1, :] == 123.0).all()
 
 
+def _rounded(g, dtype):
+    """The float32 gradient `g` rounded to nearest even in `dtype` (NumPy's / ml_dtypes' cast)."""
+    with np.errstate(over="ignore"):
+        return g.astype(dtype)
+
+
+def _same_bits(a, b):
+    """Equal bit patterns, except that any NaN matches any NaN."""
+    nan = np.isnan(a.astype(np.float32))
+    return np.array_equal(nan, np.isnan(b.astype(np.float32))) and np.array_equal(
+        a.view(np.uint16)[~nan], b.view(np.uint16)[~nan])
+
+
+@pytest.mark.parametrize("out_layout", ["c", "rows_gap", "neg_rows"])
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("opt", ["plain", "all", "weight_smooth"])
+@pytest.mark.parametrize("dtype", float16_dtypes(), ids=lambda d: np.dtype(d).name)
+def test_grad_out_in_the_16bit_logits_dtype(fx, isa, rng, out_layout, axis, opt, dtype):
+    """A float16/bfloat16 `grad_out` gets the float32 gradient rounded once (bitwise NumPy's /
+    ml_dtypes' round to nearest even), ignored rows 0, nothing left unwritten."""
+    logits = logits_like(rng, (3, 5, 37) if axis == -1 else (3, 37, 5), dtype)
+    target = targets_for(rng, logits.shape, axis, ignore_frac=0.3)
+    target[0, 0] = -100
+    prob = probs_like(rng, logits.shape, axis, np.float32, zero_frac=0.2)
+    opts = options(opt, rng, 37)
+    for t in (target, prob):
+        for reduction in REDUCTIONS:
+            loss, want = fx.cross_entropy(logits, t, axis=axis, reduction=reduction, return_grad=True, **opts)
+            out = _grad_out_like(logits.shape, axis, dtype, out_layout)
+            got_loss, got = fx.cross_entropy(logits, t, axis=axis, reduction=reduction, return_grad=True,
+                                             grad_out=out, **opts)
+            assert got is out and got.dtype == dtype
+            assert np.array_equal(got_loss, loss)
+            assert not np.isnan(out.astype(np.float32)).any(), "grad_out has entries the call did not write"
+            assert _same_bits(out, _rounded(want, dtype))
+            if t is target:
+                ign = np.moveaxis(out, axis, -1)[target == -100]
+                assert ign.size and (ign.view(np.uint16) == 0).all()  # +0
+            if out_layout == "rows_gap":
+                assert (np.moveaxis(out, axis, -1).base[..., -1, :].astype(np.float32) == 123.0).all()
+
+
+@pytest.mark.parametrize("case", ["stored", "beyond_stored", "softcap", "specials", "huge_z"])
+@pytest.mark.parametrize("dtype", float16_dtypes(), ids=lambda d: np.dtype(d).name)
+def test_16bit_grad_out_paths_threads_in_place(fx, isa, rng, case, dtype):
+    """Every gradient path of the kernel (stored exps, recomputed exps beyond the stored-blocks
+    limit, softcap, NaN/inf rows, a z-loss gradient beyond float16's range) gives the rounded
+    float32 gradient, with 1 or 2 threads, and in place over the logits."""
+    from fastxent import _core
+    rows, cols = {"stored": (64, 600), "beyond_stored": (2, _core.MAX_STORED_BLOCKS * _core.BLOCK + 1),
+                  "softcap": (64, 600), "specials": (40, 1000), "huge_z": (2048, 17)}[case]
+    logits = logits_like(rng, (rows, cols), dtype)
+    kw = dict(softcap=3.0) if case == "softcap" else dict(z_loss=1e4) if case == "huge_z" else {}
+    if case == "specials":
+        logits[1, 7] = np.nan
+        logits[2, 3] = np.inf
+        logits[3, :] = -np.inf
+    target = targets_for(rng, logits.shape, -1, ignore_frac=0.1)
+    if case == "specials":
+        target[2] = 3  # the +inf logit is the target's: a NaN-free row, as far as the kernel goes
+    _, want = fx.cross_entropy(logits, target, reduction="sum", return_grad=True, **kw)
+    want = _rounded(want, dtype)
+    if case == "huge_z" and dtype == np.float16:
+        assert np.isinf(want.astype(np.float32)).any()  # the case reaches float16's overflow
+    for n_threads in (1, 2):
+        out = np.full(logits.shape, np.nan, dtype)
+        fx.cross_entropy(logits, target, reduction="sum", return_grad=True, grad_out=out, n_threads=n_threads, **kw)
+        assert _same_bits(out, want), f"n_threads={n_threads}"
+    buf = logits.copy()
+    fx.cross_entropy(buf, target, reduction="sum", return_grad=True, grad_out=buf, **kw)
+    assert _same_bits(buf, want), "in place over the logits"
+
+
+@pytest.mark.parametrize("opt", ["plain", "smooth_z_softcap"])
+@pytest.mark.parametrize("dtype,gdtype", [(np.float32, np.float32), (np.float64, np.float64)]
+                         + [(d, np.float32) for d in float16_dtypes()] + [(d, d) for d in float16_dtypes()],
+                         ids=lambda d: np.dtype(d).name)
+def test_large_gradient_streamed_as_in_row_chunks(fx, rng, opt, dtype, gdtype):
+    """A gradient of 16 MiB or more (written with non-temporal stores, through a per-thread
+    row) holds the bits of the same rows computed in calls below that size, with 1 or 2
+    threads, rows starting at any alignment (4099 classes), in a strided-rows grad_out."""
+    _check_streamed(fx, rng, opt, dtype, gdtype)
+
+
+@pytest.mark.parametrize("gdtype", [np.float32] + float16_dtypes()[-1:], ids=lambda d: np.dtype(d).name)
+def test_large_gradient_streamed_every_isa(fx, isa, rng, gdtype):
+    """The same with each instruction set's non-temporal stores (16, 32 or 64 bytes)."""
+    _check_streamed(fx, rng, "plain", gdtype, gdtype)
+
+
+def _check_streamed(fx, rng, opt, dtype, gdtype):
+    rows, cols = 2100, 4099
+    assert rows * cols * np.dtype(gdtype).itemsize >= 16 << 20  # the streamed size
+    logits = logits_like(rng, (rows, cols), dtype)
+    target = targets_for(rng, logits.shape, -1, ignore_frac=0.1)
+    opts = options(opt, rng, cols)
+    want_loss = np.empty(rows)
+    want = np.empty((rows, cols), gdtype)
+    for r0 in range(0, rows, 256):  # 256 rows: at most 8.4 MB
+        sl = slice(r0, r0 + 256)
+        loss, _ = fx.cross_entropy(logits[sl], target[sl], reduction="none", return_grad=True,
+                                   grad_out=want[sl], **opts)
+        want_loss[sl] = loss
+    for n_threads in (1, 2):
+        big = np.full((rows, cols + 3), np.nan, gdtype)  # rows 4102 elements apart
+        out = big[:, :cols]
+        loss, _ = fx.cross_entropy(logits, target, reduction="none", return_grad=True, grad_out=out,
+                                   n_threads=n_threads, **opts)
+        assert np.array_equal(loss, want_loss.astype(loss.dtype))
+        if np.dtype(gdtype).itemsize == 2:
+            assert _same_bits(out, want), f"n_threads={n_threads}"
+        else:
+            assert np.array_equal(out, want, equal_nan=True), f"n_threads={n_threads}"
+        assert np.isnan(big[:, cols:].astype(np.float32)).all()  # nothing written past a row
+
+
+def test_16bit_grad_out_of_the_other_16bit_dtype_is_refused(fx, rng):
+    logits = logits_like(rng, (4, 9), np.float16)
+    target = targets_for(rng, logits.shape, -1)
+    out = np.zeros((4, 9), np.float64)
+    with pytest.raises(TypeError, match="`grad_out` has dtype float64; the gradient of float16 logits is "
+                                        "float32 or float16"):
+        fx.cross_entropy(logits, target, return_grad=True, grad_out=out)
+    assert (out == 0).all()
+
+
 # --------------------------------------------------------------------------- near-certain targets
 def _near_one_cases(tops, sizes):
     for top in tops:

@@ -316,9 +316,13 @@ def test_grad_out_errors(mod):
     with pytest.raises(TypeError, match="`grad_out`") as err:
         mod.cross_entropy(X, T, return_grad=True, grad_out=np.empty((3, 4), np.float32))
     err.match("float32")
-    with pytest.raises(TypeError, match="`grad_out`"):  # float16 logits: the gradient is float32
+    with pytest.raises(TypeError, match="`grad_out`"):  # float16 logits: float32 or float16
         mod.cross_entropy(X.astype(np.float16), T, return_grad=True,
-                          grad_out=np.empty((3, 4), np.float16))
+                          grad_out=np.empty((3, 4), np.float64))
+    x16 = (np.arange(12.0).reshape(3, 4) / 7).astype(np.float16)
+    g16 = np.full((3, 4), np.nan, np.float16)
+    assert mod.cross_entropy(x16, T, return_grad=True, grad_out=g16)[1] is g16
+    assert np.array_equal(g16, mod.cross_entropy(x16, T, return_grad=True)[1].astype(np.float16))
     with pytest.raises(TypeError, match="`grad_out`"):
         mod.cross_entropy(X, T, return_grad=True, grad_out=[[0.0] * 4] * 3)
     ro = np.empty((3, 4))

@@ -25,6 +25,26 @@ FX_INLINE fx_vf fx_load_f16(const uint16_t *p)
     return (fx_vf)_mm256_cvtph_ps(h);
 }
 
+FX_INLINE void fx_store_f16(uint16_t *p, fx_vf v)
+{
+    const __m128i h = _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    memcpy(p, &h, sizeof h);
+}
+
+FX_INLINE void fx_stream_line_avx2(char *d, const char *s)
+{
+    __m256i v0, v1;
+    memcpy(&v0, s, 32);
+    memcpy(&v1, s + 32, 32);
+    _mm256_stream_si256((__m256i *)d, v0);
+    _mm256_stream_si256((__m256i *)(d + 32), v1);
+}
+FX_INLINE void fx_stream_copy(void *dst, const void *src, size_t nbytes)
+{
+    fx_stream_copy_lines(dst, src, nbytes, fx_stream_line_avx2);
+}
+FX_INLINE void fx_stream_fence(void) { _mm_sfence(); }
+
 FX_INLINE unsigned fx_bits_l(fx_vl m) { return (unsigned)_mm256_movemask_pd((__m256d)m); }
 
 /* one vpermd: the 8-entry table of fx_expf_neg (fx_vmath.h) held in a register */

@@ -35,6 +35,24 @@ FX_INLINE fx_vf fx_load_f16(const uint16_t *p)
     return (fx_vf)_mm512_cvtph_ps(h);
 }
 
+FX_INLINE void fx_store_f16(uint16_t *p, fx_vf v)
+{
+    const __m256i h = _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    memcpy(p, &h, sizeof h);
+}
+
+FX_INLINE void fx_stream_line_avx512(char *d, const char *s)
+{
+    __m512i v;
+    memcpy(&v, s, 64);
+    _mm512_stream_si512((void *)d, v);
+}
+FX_INLINE void fx_stream_copy(void *dst, const void *src, size_t nbytes)
+{
+    fx_stream_copy_lines(dst, src, nbytes, fx_stream_line_avx512);
+}
+FX_INLINE void fx_stream_fence(void) { _mm_sfence(); }
+
 FX_INLINE unsigned fx_bits_l(fx_vl m) { return (unsigned)_mm512_movepi64_mask((__m512i)m); }
 
 #define FX_HAVE_FMA 1

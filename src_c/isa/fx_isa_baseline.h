@@ -21,6 +21,21 @@ FX_INLINE void fx_widen_add(fx_vd *a0, fx_vd *a1, fx_vf e)
 FX_INLINE void fx_load2_bf16(const uint16_t *p, fx_vf *a, fx_vf *b) { fx_interleave_load2_bf16(p, a, b); }
 FX_INLINE fx_vf fx_load_f16(const uint16_t *p) { return fx_generic_load_f16(p); } /* no F16C */
 FX_INLINE unsigned fx_bits_l(fx_vl m) { return (unsigned)_mm_movemask_pd((__m128d)m); }
+FX_INLINE void fx_store_f16(uint16_t *p, fx_vf v) { fx_generic_store_f16(p, v); } /* no F16C */
+
+FX_INLINE void fx_stream_line_sse2(char *d, const char *s)
+{
+    for (int k = 0; k < 64; k += 16) {
+        __m128i v;
+        memcpy(&v, s + k, 16);
+        _mm_stream_si128((__m128i *)(d + k), v);
+    }
+}
+FX_INLINE void fx_stream_copy(void *dst, const void *src, size_t nbytes)
+{
+    fx_stream_copy_lines(dst, src, nbytes, fx_stream_line_sse2);
+}
+FX_INLINE void fx_stream_fence(void) { _mm_sfence(); }
 
 #define FX_HAVE_FMA 0
 #define FX_HAVE_PERMUTE 0

@@ -21,6 +21,9 @@ FX_INLINE void fx_load2_bf16(const uint16_t *p, fx_vf *a, fx_vf *b)
 
 FX_INLINE fx_vf fx_load_f16(const uint16_t *p) { return fx_generic_load_f16(p); }
 FX_INLINE unsigned fx_bits_l(fx_vl m) { return fx_generic_bits_l(m); }
+FX_INLINE void fx_store_f16(uint16_t *p, fx_vf v) { fx_generic_store_f16(p, v); }
+FX_INLINE void fx_stream_copy(void *dst, const void *src, size_t nbytes) { fx_generic_stream_copy(dst, src, nbytes); }
+FX_INLINE void fx_stream_fence(void) { fx_generic_stream_fence(); }
 
 #if defined(__FMA__)
 #define FX_HAVE_FMA 1

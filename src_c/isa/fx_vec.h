@@ -14,6 +14,13 @@
  *                                              half) and a1 (high half)
  *           fx_load_bf16(p), fx_load2_bf16(p, &a, &b), fx_load_f16(p)
  *                                              bfloat16 / IEEE half elements widened to fx_vf
+ *   narrow  fx_store_bf16(p, v), fx_store_f16(p, v)  float lanes rounded to nearest even and
+ *                                              stored as bfloat16 / IEEE half (the bits of
+ *                                              fx_common.h's fx_float_to_bf16 / fx_float_to_f16)
+ *   stream  fx_stream_copy(dst, src, nbytes)   memcpy, dst's whole 64-byte lines written with
+ *                                              non-temporal stores where the ISA has them
+ *           fx_stream_fence()                  orders this thread's non-temporal stores before
+ *                                              its later ones (a no-op without them)
  *   mask    fx_bits_l(m)                       bit j set where 64-bit lane j of m is set
  *   permute fx_permute_i(tab, idx)             tab[idx[j] mod lanes] (FX_HAVE_PERMUTE only)
  *   gather  fx_gatherf(p, idx), fx_gatherd     p[idx[j]] (FX_HAVE_GATHER only)
@@ -33,8 +40,10 @@
 #error "fx_vec.h is included by an ISA header (src_c/isa/fx_isa_<isa>.h), which defines FX_VBYTES"
 #endif
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "fx_common.h" /* the scalar 16-bit conversions of the portable forms */
 
 #define FX_INLINE static inline __attribute__((always_inline))
 
@@ -133,6 +142,43 @@ FX_INLINE fx_vf fx_generic_load_f16(const uint16_t *p)
     fx_vf f = (fx_vf)(em << 13) * 0x1p112f;
     fx_vu32 bits = (fx_vu32)f | ((fx_vu32)(em >= 0x7c00) & 0x7f800000u);
     return (fx_vf)(bits | ((u & 0x8000) << 16));
+}
+
+/* float lanes -> bfloat16, rounded to nearest even (fx_float_to_bf16's bits), NaN -> 0x7fc0 */
+FX_INLINE void fx_store_bf16(uint16_t *p, fx_vf v)
+{
+    const fx_vu32 u = (fx_vu32)v;
+    const fx_vu32 nan = (fx_vu32)((u & 0x7fffffffu) > 0x7f800000u);
+    const fx_vu32 r = (((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) & ~nan) | (nan & 0x7fc0u);
+    const fx_vh16 h = __builtin_convertvector(r, fx_vh16);
+    memcpy(p, &h, sizeof h);
+}
+
+/* float lanes -> IEEE half, one by one with fx_float_to_f16 */
+FX_INLINE void fx_generic_store_f16(uint16_t *p, fx_vf v)
+{
+    float f[FX_VBYTES / 4];
+    memcpy(f, &v, sizeof f);
+    for (int j = 0; j < FX_VBYTES / 4; j++) p[j] = fx_float_to_f16(f[j]);
+}
+
+/* the portable stream: plain copies, nothing to order */
+FX_INLINE void fx_generic_stream_copy(void *dst, const void *src, size_t nbytes) { memcpy(dst, src, nbytes); }
+FX_INLINE void fx_generic_stream_fence(void) {}
+
+/* dst[0..nbytes) = src[0..nbytes), each whole 64-byte line of dst written by line(d, s) (an
+ * ISA's non-temporal line store), the unaligned head and the tail by memcpy */
+FX_INLINE void fx_stream_copy_lines(void *dst, const void *src, size_t nbytes,
+                                    void (*line)(char *d, const char *s))
+{
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    size_t head = (64 - ((uintptr_t)d & 63)) & 63;
+    if (head > nbytes) head = nbytes;
+    memcpy(d, s, head);
+    d += head, s += head, nbytes -= head;
+    for (; nbytes >= 64; nbytes -= 64, d += 64, s += 64) line(d, s);
+    memcpy(d, s, nbytes);
 }
 
 FX_INLINE unsigned fx_generic_bits_l(fx_vl m)
