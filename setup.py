@@ -7,6 +7,10 @@ Environment:
   FASTXENT_NO_OPENMP=1   build without OpenMP (serial kernels).
   FASTXENT_SANITIZE=1    add AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g); the module then
                          needs libasan preloaded (tools/run_sanitized_tests.sh does it).
+  FASTXENT_SIMDE=1       a test build: the AVX-512 unit compiled without AVX-512 flags (for AVX2 +
+                         FMA + F16C), every _mm512_* intrinsic emulated by SIMDe (needs its headers:
+                         Debian's libsimde-dev), so that the AVX-512 variant runs on AVX2 CPUs;
+                         show_config() lists it under isas_emulated. Slower: not for use.
 """
 import os
 import shutil
@@ -63,6 +67,7 @@ X86_64_PROBE = "#ifndef __x86_64__\n#error not x86-64\n#endif\nint fx_probe;\n"
 
 SANITIZE = os.environ.get("FASTXENT_SANITIZE", "0") not in ("", "0")
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+SIMDE = fx_build.simde_requested()
 
 
 class BuildExt(build_ext):
@@ -87,21 +92,32 @@ class BuildExt(build_ext):
             lflags += SANITIZE_FLAGS
         # the generated kernel units, each compiled with its ISA's flags (the x86-64 ISAs where
         # the compiler targets x86-64 and takes their flags)
-        x86_flags = sorted({f for i in fx_build.ISAS if i.x86 and i.built for f in i.flags})
+        x86_flags = sorted({f for i in fx_build.ISAS if i.x86 and i.built for f in i.unit_flags(SIMDE)})
         x86 = _compiler_works(self.compiler, X86_64_PROBE, x86_flags, run=False)
         isas = [i for i in fx_build.ISAS if i.built and (x86 or not i.x86)]
-        units = fx_build.generate(GEN_DIR, isas)
+        if SIMDE:
+            if not x86:
+                sys.exit("fastxent: FASTXENT_SIMDE=1 emulates x86-64 AVX-512 on an x86-64 target; this compiler's is not")
+            if not _compiler_works(self.compiler, fx_build.SIMDE_PROBE, ["-mavx2", "-mfma", "-mf16c"], run=False):
+                sys.exit("fastxent: FASTXENT_SIMDE=1 but <simde/x86/avx512.h> does not compile: install SIMDe "
+                         "(Debian/Ubuntu: apt-get install libsimde-dev) or add its directory to CFLAGS as -I...")
+            print("fastxent: FASTXENT_SIMDE is set, the " + ", ".join(i.name for i in isas if i.emulated(SIMDE))
+                  + " unit with SIMDe's emulated intrinsics (no AVX-512 instructions)", file=sys.stderr)
+        units = fx_build.generate(GEN_DIR, isas, SIMDE)
         objs = self.compiler.compile([units[None]], output_dir=self.build_temp, include_dirs=["src_c"],
                                      extra_postargs=cflags, depends=fx_build.template_files())
         for isa in isas:
             objs += self.compiler.compile([units[isa.name]], output_dir=self.build_temp, include_dirs=["src_c"],
-                                          extra_postargs=cflags + isa.flags, depends=fx_build.template_files())
+                                          extra_postargs=cflags + isa.unit_flags(SIMDE), depends=fx_build.template_files())
         print("fastxent: kernels for " + ", ".join(i.name for i in isas), file=sys.stderr)
         for ext in self.extensions:
             ext.extra_compile_args += cflags
             ext.extra_link_args += lflags
             ext.extra_objects += objs
-            ext.define_macros += [(f"FX_BUILD_{i.name.upper()}", "1") for i in isas if i.x86]
+            ext.define_macros += fx_build.dispatch_macros(isas, SIMDE)
+            # a unit rewritten by a switch of FASTXENT_SIMDE relinks the extension, and recompiles
+            # the dispatcher with its macros
+            ext.depends += list(units.values())
         super().build_extensions()
 
 

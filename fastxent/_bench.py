@@ -555,7 +555,8 @@ def machine_summary(machine: dict) -> str:
     cpus = f"{machine['cpu_count']} logical CPUs"
     if machine.get("cpus_usable") and machine["cpus_usable"] != machine["cpu_count"]:
         cpus += f" ({machine['cpus_usable']} usable)"
-    return (f"{machine['cpu']}, {cpus}, {cfg['isa']}, "
+    isa = cfg["isa"] + (" (emulated by SIMDe)" if cfg["isa"] in cfg.get("isas_emulated", ()) else "")
+    return (f"{machine['cpu']}, {cpus}, {isa}, "
             f"{cfg['n_threads']} thread{'s' if cfg['n_threads'] != 1 else ''}")
 
 

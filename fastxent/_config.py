@@ -228,7 +228,10 @@ def show_config(print_out: bool = True) -> ShowConfig:
     Returns
     -------
     dict
-        ``isa`` (in use), ``isas_available``, ``isas_compiled``, ``openmp``,
+        ``isa`` (in use), ``isas_available``, ``isas_compiled``,
+        ``isas_emulated`` (compiled variants whose intrinsics are emulated:
+        ``['avx512']`` in a ``FASTXENT_SIMDE=1`` test build, where the AVX-512
+        variant runs on AVX2 CPUs through SIMDe; else empty), ``openmp``,
         ``n_threads`` (what ``n_threads=None`` resolves to) and ``version``.
 
     Examples
@@ -236,7 +239,7 @@ def show_config(print_out: bool = True) -> ShowConfig:
     >>> import fastxent
     >>> cfg = fastxent.show_config(print_out=False)
     >>> sorted(cfg)
-    ['isa', 'isas_available', 'isas_compiled', 'n_threads', 'openmp', 'version']
+    ['isa', 'isas_available', 'isas_compiled', 'isas_emulated', 'n_threads', 'openmp', 'version']
     """
     from . import __version__
 
@@ -245,6 +248,7 @@ def show_config(print_out: bool = True) -> ShowConfig:
         "isa": _ISA_NAMES[_core.isa_current()],
         "isas_available": available_isas(),
         "isas_compiled": [n for i, n in enumerate(_ISA_NAMES) if _core.isa_compiled(i)],
+        "isas_emulated": [n for i, n in enumerate(_ISA_NAMES) if _core.isa_emulated(i)],
         "openmp": openmp_enabled(),
         "n_threads": get_num_threads(),
     }

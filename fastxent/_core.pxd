@@ -58,6 +58,7 @@ cdef extern from "fastxent.h" nogil:
 
     int fx_isa_compiled(int isa)
     int fx_isa_supported(int isa)
+    int fx_isa_emulated(int isa)
     int fx_isa_select(int cap)
     int fx_isa_current()
     const char *fx_isa_name(int isa)

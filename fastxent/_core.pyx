@@ -33,6 +33,10 @@ def isa_supported(int isa):
     return bool(fx_isa_supported(isa))
 
 
+def isa_emulated(int isa):
+    return bool(fx_isa_emulated(isa))
+
+
 def isa_select(int cap):
     return fx_isa_select(cap)
 

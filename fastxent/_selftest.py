@@ -278,7 +278,7 @@ def run(isas: Optional[List[str]] = None, out: Optional[TextIO] = None, verbose:
     checks = [c for pt, nt in grid() for c in _checks(pt, nt)]
     catalogue = _accuracy.cases("float32", vocabs=CATALOGUE_VOCABS)
     print(f"fastxent {cfg['version']} selftest: ISAs {', '.join(isas)} (available: {', '.join(available)}; "
-          f"in use: {before}); OpenMP {'on' if cfg['openmp'] else 'off'}; per ISA {len(checks)} grid checks "
+          f"in use: {before}{'; emulated by SIMDe: ' + ', '.join(cfg['isas_emulated']) if cfg['isas_emulated'] else ''}); OpenMP {'on' if cfg['openmp'] else 'off'}; per ISA {len(checks)} grid checks "
           f"against the float64 reference and the baseline, {3 * len(catalogue)} on the accuracy "
           "catalogue", file=out)
     baseline: Dict[int, List[np.ndarray]] = {}

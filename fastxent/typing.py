@@ -90,5 +90,6 @@ class ShowConfig(TypedDict):
     isa: str
     isas_available: list[str]
     isas_compiled: list[str]
+    isas_emulated: list[str]
     openmp: bool
     n_threads: int

@@ -34,6 +34,7 @@ typedef struct {
 enum { FX_ISA_BASELINE = 0, FX_ISA_AVX2 = 1, FX_ISA_AVX512 = 2, FX_ISA_COUNT = 3 };
 int  fx_isa_compiled(int isa);      /* 1 if this build contains the `isa` variant */
 int  fx_isa_supported(int isa);     /* 1 if compiled and the running CPU can execute it */
+int  fx_isa_emulated(int isa);      /* 1 if its intrinsics are emulated (FASTXENT_SIMDE=1 build) */
 int  fx_isa_select(int cap);        /* use the best supported ISA <= cap; returns it */
 int  fx_isa_current(void);          /* the ISA the kernels run now */
 const char *fx_isa_name(int isa);   /* "baseline", "avx2", "avx512" */

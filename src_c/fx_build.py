@@ -13,7 +13,10 @@ these units is compiled with its ISA's flags (ISAS below); the ISA-free unit
     python src_c/fx_build.py DIR            # write the generated sources into DIR
     python src_c/fx_build.py --lib DIR      # ... and build DIR/libfastxent.a (for C programs:
                                             # bench/kernel_micro.c, tools/wide_vector_check.c)
-        [--cc gcc] [--cflags "-O3 ..."] [--openmp] [--isa emu512]
+        [--cc gcc] [--cflags "-O3 ..."] [--openmp] [--isa emu512] [--simde]
+
+FASTXENT_SIMDE=1 (or --simde) builds the avx512 unit without AVX-512 flags, its intrinsics
+emulated by SIMDe (isa/fx_simde_avx512.h): the AVX-512 variant then runs on AVX2 CPUs.
 
 setup.py takes the sources and flags from here (it generates into build/fx_generated/).
 """
@@ -33,20 +36,32 @@ DTYPES = ["float32", "float64", "float16", "bfloat16"]
 
 
 class Isa:
-    def __init__(self, name, prelude, flags, x86, built=True):
+    def __init__(self, name, prelude, flags, x86, built=True, simde_flags=None):
         self.name = name          # the suffix of every kernel name
         self.prelude = prelude    # lines that select the ISA vocabulary (src_c/isa/)
         self.flags = flags        # its target flags
         self.x86 = x86            # built only where the compiler targets x86-64
         self.built = built        # part of the extension (else: tools only)
+        self.simde_flags = simde_flags  # its flags in a SIMDe build (None: built natively there)
+
+    def unit_flags(self, simde=False):
+        """The flags of this ISA's unit: its target flags or, in a SIMDe build
+        (FASTXENT_SIMDE=1), the flags that compile it with its intrinsics emulated."""
+        return self.simde_flags if simde and self.simde_flags is not None else self.flags
+
+    def emulated(self, simde=False):
+        return simde and self.simde_flags is not None
 
 
 #: every ISA variant; the order is fastxent.h's FX_ISA_* (the dispatcher's table rows)
 ISAS = [
     Isa("baseline", ['#include "isa/fx_isa_baseline.h"'], [], x86=False),
     Isa("avx2", ['#include "isa/fx_isa_avx2.h"'], ["-mavx2", "-mfma", "-mf16c"], x86=True),
+    # SIMDe build: the same unit for AVX2 + FMA + F16C (FMA keeps the contraction of a * b + c
+    # that the native unit has), every _mm512_* intrinsic emulated (isa/fx_simde_avx512.h)
     Isa("avx512", ['#include "isa/fx_isa_avx512.h"'],
-        ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"], x86=True),
+        ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"], x86=True,
+        simde_flags=["-mavx2", "-mfma", "-mf16c"]),
     # the AVX-512 variant's portable code (64-byte vectors, no intrinsics) on AVX2:
     # tools/wide_vector_check.c compares it with the avx2 kernels on CPUs without AVX-512
     Isa("emu512", ["#define FX_VBYTES 64", '#include "isa/fx_isa_generic.h"'],
@@ -59,6 +74,23 @@ DTYPE_TEMPLATES = ["fx_rows.c.src", "fx_stats.c.src", "fx_ops_row.c.src"]
 #: templates of the ISA-free unit fx_kernels_scalar.c (compiled without ISA flags)
 SCALAR_TEMPLATES = ["fx_lse_b.c.src"]
 SCALAR_DTYPES = ["float32", "float64"]
+
+#: FASTXENT_SIMDE=1: build the ISAs that have simde_flags (avx512) with their intrinsics emulated
+#: by SIMDe (libsimde-dev), so that their kernels run, and are tested, on CPUs without them
+SIMDE_ENV = "FASTXENT_SIMDE"
+SIMDE_PROBE = "#define SIMDE_ENABLE_NATIVE_ALIASES\n#include <simde/x86/avx512.h>\nint fx_probe;\n"
+
+
+def simde_requested():
+    return os.environ.get(SIMDE_ENV, "0") not in ("", "0")
+
+
+def dispatch_macros(isas, simde=False):
+    """The macros of the dispatcher (fx_dispatch.c): which units are built, which emulated."""
+    macros = [(f"FX_BUILD_{i.name.upper()}", "1") for i in isas if i.x86]
+    macros += [(f"FX_SIMDE_{i.name.upper()}", "1") for i in isas if i.emulated(simde)]
+    return macros
+
 
 #: the hand-written C files of the library (compiled with COMMON_CFLAGS)
 HAND_WRITTEN = ["fx_dispatch.c", "fx_state.c", "fx_util.c", "fx_bench.c"]
@@ -84,11 +116,13 @@ def _instance(template, isa, dtype, out_name, out_lines):
     out_lines.append(f'#line {sum(s.count(chr(10)) for s in out_lines) + 2} "{out_name}"\n')
 
 
-def _isa_unit(isa):
+def _isa_unit(isa, simde):
     name = f"fx_kernels_{isa.name}.c"
     lines = [GENERATED_NOTE,
              f"/* the kernels of ISA {isa.name}: {', '.join(ISA_TEMPLATES)} once, then "
              f"{', '.join(DTYPE_TEMPLATES)} for {', '.join(DTYPES)} */\n"]
+    if isa.emulated(simde):  # in the text, not a -D flag: switching builds rewrites the unit
+        lines.append(f"#define FX_SIMDE 1 /* {SIMDE_ENV}=1: the intrinsics emulated by SIMDe */\n")
     lines += [p + "\n" for p in isa.prelude]
     lines += ['#include "fx_vmath.h"\n', '#include "fx_common.h"\n', '#include "fx_ops.h"\n']
     for t in ISA_TEMPLATES:
@@ -114,13 +148,14 @@ def _scalar_unit():
     return name, "".join(lines)
 
 
-def generate(out_dir, isas=None):
+def generate(out_dir, isas=None, simde=False):
     """Write the generated units into out_dir (unchanged files are not rewritten, so that a
-    rebuild compiles only what changed); returns {ISA name or None (ISA-free): path}."""
+    rebuild compiles only what changed); returns {ISA name or None (ISA-free): path}.
+    simde: the units of ISAs with simde_flags emulate their intrinsics (FX_SIMDE)."""
     os.makedirs(out_dir, exist_ok=True)
     units = {None: _scalar_unit()}
     for isa in ISAS if isas is None else isas:
-        units[isa.name] = _isa_unit(isa)
+        units[isa.name] = _isa_unit(isa, simde)
     paths = {}
     for key, (name, text) in units.items():
         path = os.path.join(out_dir, name)
@@ -145,14 +180,14 @@ def template_files():
     return files
 
 
-def build_lib(out_dir, cc, cflags, openmp, extra_isas):
+def build_lib(out_dir, cc, cflags, openmp, extra_isas, simde=False):
     """Compile the whole library into out_dir/libfastxent.a (x86-64 ISAs on x86-64 hosts)."""
     x86 = os.uname().machine in ("x86_64", "amd64")
     isas = [i for i in ISAS if (i.built or i.name in extra_isas) and (x86 or not i.x86)]
-    paths = generate(os.path.join(out_dir, "gen"), isas)
+    paths = generate(os.path.join(out_dir, "gen"), isas, simde)
     omp = ["-fopenmp"] if openmp else []
-    defs = [f"-DFX_BUILD_{i.name.upper()}=1" for i in isas if i.x86 and i.built]
-    jobs = [(paths[None], [])] + [(paths[i.name], i.flags) for i in isas]
+    defs = [f"-D{m}={v}" for m, v in dispatch_macros([i for i in isas if i.built], simde)]
+    jobs = [(paths[None], [])] + [(paths[i.name], i.unit_flags(simde)) for i in isas]
     jobs += [(os.path.join(HERE, f), []) for f in HAND_WRITTEN]
     objs = []
     for src, flags in jobs:
@@ -177,11 +212,13 @@ def main(argv=None):
                    help="flags of every file (default: %(default)s)")
     p.add_argument("--openmp", action="store_true", help="compile with -fopenmp")
     p.add_argument("--isa", action="append", default=[], help="also build this tools-only ISA (emu512)")
+    p.add_argument("--simde", action="store_true", default=simde_requested(),
+                   help=f"the avx512 unit with SIMDe's emulated intrinsics (default: ${SIMDE_ENV})")
     a = p.parse_args(argv)
     if a.lib:
-        print(build_lib(a.dir, a.cc, shlex.split(a.cflags), a.openmp, a.isa))
+        print(build_lib(a.dir, a.cc, shlex.split(a.cflags), a.openmp, a.isa, a.simde))
     else:
-        for path in generate(a.dir).values():
+        for path in generate(a.dir, simde=a.simde).values():
             print(path)
 
 

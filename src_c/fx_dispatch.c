@@ -4,7 +4,9 @@
  * The rows are defined by the generated units fx_kernels_<isa>.c (src_c/fx_build.py).  The
  * build has no -march flag: the baseline variant runs on any CPU of the target architecture;
  * on x86-64 the AVX2 and AVX-512 units (built when setup.py defines FX_BUILD_AVX2 /
- * FX_BUILD_AVX512) are chosen at run time from cpuid. */
+ * FX_BUILD_AVX512) are chosen at run time from cpuid.  In a FASTXENT_SIMDE=1 build
+ * (FX_SIMDE_AVX512) the AVX-512 unit is compiled for AVX2 + FMA + F16C with its intrinsics
+ * emulated, and the CPU needs only those. */
 #include <stddef.h>
 
 #include "fastxent.h"
@@ -49,13 +51,22 @@ int fx_isa_compiled(int isa)
     return isa >= 0 && isa < FX_ISA_COUNT && fx_table[isa][0] != NULL;
 }
 
+int fx_isa_emulated(int isa)
+{
+#if FX_SIMDE_AVX512
+    if (isa == FX_ISA_AVX512) return fx_isa_compiled(isa);
+#endif
+    (void)isa;
+    return 0;
+}
+
 int fx_isa_supported(int isa)
 {
     if (!fx_isa_compiled(isa)) return 0;
     if (isa == FX_ISA_BASELINE) return 1;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (isa == FX_ISA_AVX2)
+    if (isa == FX_ISA_AVX2 || (isa == FX_ISA_AVX512 && fx_isa_emulated(isa)))
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
             && __builtin_cpu_supports("f16c");
     if (isa == FX_ISA_AVX512)

@@ -68,3 +68,16 @@ def test_a_test_that_leaves_the_best_isa():
 def test_the_next_test_runs_on_the_session_isa():
     """(after the test above, in file order) the autouse fixture of conftest put the ISA back"""
     assert fastxent.show_config(print_out=False)["isa"] == SESSION_ISA
+
+
+def test_emulated_isas_are_the_expected_compiled_ones():
+    """``isas_emulated`` lists compiled variants only; where the build is known (CI's SIMDe step
+    sets FASTXENT_EXPECT_EMULATED=avx512, a native build's runs may set it empty), it is exactly
+    that list and each of them runs here, so that a SIMDe job cannot silently test native code."""
+    cfg = fastxent.show_config(print_out=False)
+    assert set(cfg["isas_emulated"]) <= set(cfg["isas_compiled"])
+    expected = os.environ.get("FASTXENT_EXPECT_EMULATED")
+    if expected is None:
+        pytest.skip("FASTXENT_EXPECT_EMULATED is not set: the build's emulated ISAs are not known")
+    assert cfg["isas_emulated"] == [n for n in expected.split(",") if n]
+    assert set(cfg["isas_emulated"]) <= set(fastxent.available_isas())

@@ -10,6 +10,8 @@
 #   tools/run_sanitized_tests.sh -k hardening    # extra arguments go to pytest
 #   FUZZ_SECONDS=60 tools/run_sanitized_tests.sh # then also fuzz/fuzz_fastxent.py (plain seeded loop,
 #                                                # FUZZ_SEED, default 0) for 60 s under the sanitizers
+#   TEST_PATHS="tests/test_losses.py tests/test_exp.py" tools/run_sanitized_tests.sh   # those only
+#   FASTXENT_SIMDE=1 tools/run_sanitized_tests.sh   # the AVX-512 variant emulated (setup.py), sanitized
 #
 # Leak checking is OFF (ASAN_OPTIONS=detect_leaks=0): CPython keeps interned objects, module
 # state and NumPy caches alive until exit by design, so LeakSanitizer reports thousands of
@@ -60,7 +62,7 @@ echo "== tests under ASan + UBSan (LD_PRELOAD=$LD_PRELOAD)"
 (cd "$SRC" && "$PY" -c "import fastxent._core as c, sys; sys.exit(0 if c.__file__.startswith('$SRC') else 1)") || {
     echo "run_sanitized_tests: fastxent was not imported from the sanitized copy" >&2; exit 1; }
 status=0
-(cd "$SRC" && "$PY" -m pytest tests -q -p no:cacheprovider -x "$@" 2>&1 | tee "$WORK/pytest.log"; exit "${PIPESTATUS[0]}") \
+(cd "$SRC" && "$PY" -m pytest ${TEST_PATHS:-tests} -q -p no:cacheprovider -x "$@" 2>&1 | tee "$WORK/pytest.log"; exit "${PIPESTATUS[0]}") \
     || status=$?
 
 if [[ $status -eq 0 && "${FUZZ_SECONDS:-0}" != "0" ]]; then

@@ -1,12 +1,20 @@
 /* fx_isa_avx512.h -- the vocabulary (isa/fx_vec.h) for AVX-512 F/DQ/BW/VL (+ AVX2, FMA, F16C):
  * 64-byte vectors.  Compiled with -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma
- * -mf16c (src_c/fx_build.py); run where cpuid reports all of them. */
+ * -mf16c (src_c/fx_build.py); run where cpuid reports all of them.
+ *
+ * In a FASTXENT_SIMDE=1 build the same text is compiled with -mavx2 -mfma -mf16c and FX_SIMDE 1
+ * and every _mm512_* intrinsic below comes from isa/fx_simde_avx512.h (SIMDe's portable
+ * implementations): the AVX-512 variant, emulated, runs on AVX2 CPUs and in CI. */
 #ifndef FX_ISA_AVX512_H
 #define FX_ISA_AVX512_H
 
 #define FX_VBYTES 64
 #include "fx_vec.h"
+#if FX_SIMDE
+#include "fx_simde_avx512.h"
+#else
 #include <immintrin.h>
+#endif
 
 FX_INLINE fx_vf fx_maxf(fx_vf v, fx_vf m) { return (fx_vf)_mm512_max_ps((__m512)v, (__m512)m); }
 FX_INLINE fx_vd fx_maxd(fx_vd v, fx_vd m) { return (fx_vd)_mm512_max_pd((__m512d)v, (__m512d)m); }
